@@ -1,0 +1,1 @@
+"""Generic differentiable architecture search engine (PC-DARTS + top-1 Gumbel tree cells)."""
