@@ -1,0 +1,286 @@
+"""The genotype file format (versioned YAML) and the shipped library of genotypes.
+
+A file, format version 1 (every key explicit; unknown keys are errors, so typos are caught)::
+
+    version: 1
+    meta: {search_space: autofem, op_set: S_CPM, mode: top1_tree, nodes: 6, ...}
+    fpn:                       # or null
+      levels:
+        P2: {same: conv_1x1, td: sep_conv_5x5, bu: null, fusion: {same: 0.42, td: 0.58}}
+        ...                    # exactly P2..P7
+    cells:
+      P2:
+        concat: cat_leaf
+        leaves: [3, 6]         # written for the reader; checked against the nodes on load
+        nodes:                 # nodes[i] is node i+1; parents come from 0..i
+        - [{parent: 0, op: dil_conv_5x5_r2}]
+        - [{parent: 1, op: dil_conv_3x3_r3}]
+        ...
+
+Loading always validates (:func:`genotypes.validate.validate_genotype`); operation names are
+checked only when the caller passes ``known_ops`` (e.g. ``nas_search.registry.list_ops()``),
+since this package does not import the op registry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import tempfile
+import typing
+from collections.abc import Collection, Mapping
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genotypes.schema import (
+    FPN_PATHS, GENOTYPE_VERSION, CellGenotype, Edge, FPNGenotype, FPNLevelGenotype, Genotype,
+    GenotypeMeta, NodeGenotype,
+)
+from genotypes.validate import GenotypeError, validate_genotype
+
+LIBRARY_PACKAGE = "genotypes"
+LIBRARY_DIR = "library"
+_HEADER = f"# ASFD genotype, format version {GENOTYPE_VERSION} (see genotypes/io.py)\n"
+
+
+# ----------------------------------------------------------------------------- to dict / YAML
+def genotype_to_dict(genotype: Genotype) -> dict[str, Any]:
+    """Plain dicts/lists/scalars, in file order; the inverse of :func:`genotype_from_dict`."""
+    fpn = None
+    if genotype.fpn is not None:
+        fpn = {"levels": {name: {"same": lv.same, "td": lv.td, "bu": lv.bu,
+                                 "fusion": dict(lv.fusion)}
+                          for name, lv in genotype.fpn.levels.items()}}
+    cells = {name: {"concat": cell.concat,
+                    "leaves": list(cell.leaves),
+                    "nodes": [[{"parent": e.parent, "op": e.op} for e in node.edges]
+                              for node in cell.nodes]}
+             for name, cell in genotype.cells.items()}
+    return {"version": genotype.version, "meta": dataclasses.asdict(genotype.meta),
+            "fpn": fpn, "cells": cells}
+
+
+class _FlowList(list):
+    """A list YAML writes on one line: one cell node per line reads like the graph."""
+
+
+class _FlowDict(dict):
+    """A mapping YAML writes on one line: one FPN level per line."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_FlowList, lambda d, data: d.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+_Dumper.add_representer(_FlowDict, lambda d, data: d.represent_mapping(
+    "tag:yaml.org,2002:map", data.items(), flow_style=True))
+
+
+def genotype_to_yaml(genotype: Genotype) -> str:
+    data = genotype_to_dict(genotype)
+    if data["fpn"] is not None:
+        levels = data["fpn"]["levels"]
+        data["fpn"]["levels"] = {name: _FlowDict(lv) for name, lv in levels.items()}
+    for cell in data["cells"].values():
+        cell["leaves"] = _FlowList(cell["leaves"])
+        cell["nodes"] = [_FlowList(edges) for edges in cell["nodes"]]
+    return _HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                               allow_unicode=True, width=120)
+
+
+def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
+    """Validate, then write ``genotype`` to ``path`` atomically (temp file + rename)."""
+    validate_genotype(genotype)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = genotype_to_yaml(genotype)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a genotype is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- from dict / YAML
+def genotype_from_dict(data: Any, *, known_ops: Collection[str] | None = None,
+                       source: str | None = None) -> Genotype:
+    """Parse and validate. Errors are :class:`GenotypeError` naming ``source`` and the field."""
+    try:
+        genotype, written_leaves = _parse_genotype(data)
+        validate_genotype(genotype, known_ops=known_ops)
+        problems = [
+            f"cells.{name}.leaves: written {written} but the nodes give {list(cell.leaves)}"
+            for name, cell in genotype.cells.items()
+            if (written := written_leaves.get(name)) is not None
+            and sorted(written) != list(cell.leaves)]
+        if problems:
+            raise GenotypeError(problems)
+    except GenotypeError as exc:
+        raise GenotypeError(exc.problems, source) from None
+    return genotype
+
+
+def genotype_from_yaml(text: str, *, known_ops: Collection[str] | None = None,
+                       source: str | None = None) -> Genotype:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise GenotypeError(f"invalid YAML: {exc}", source) from None
+    return genotype_from_dict(data, known_ops=known_ops, source=source)
+
+
+def _mapping(value: Any, path: str, keys: tuple[str, ...] | None = None,
+             required: tuple[str, ...] = ()) -> Mapping[str, Any]:
+    """``value`` as a mapping; with ``keys``, any other key is an error."""
+    if not isinstance(value, Mapping):
+        raise GenotypeError(f"{path}: expected a mapping, got {type(value).__name__}")
+    unknown = [] if keys is None else [k for k in value if k not in keys]
+    if unknown:
+        raise GenotypeError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; "
+                            f"allowed: {', '.join(keys)}")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise GenotypeError(f"{path}: missing key(s) {', '.join(missing)}")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise GenotypeError(f"{path}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GenotypeError(f"{path}: expected an integer, got {value!r}")
+    return value
+
+
+def _str(value: Any, path: str) -> str:
+    if isinstance(value, datetime.date):  # YAML reads an unquoted ISO time as a timestamp
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise GenotypeError(f"{path}: expected a string, got {value!r}")
+    return value
+
+
+def _optional_int(value: Any, path: str) -> int | None:
+    return None if value is None else _int(value, path)
+
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GenotypeError(f"{path}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _metrics(value: Any, path: str) -> dict[str, float]:
+    return {str(k): _number(v, f"{path}.{k}") for k, v in _mapping(value, path).items()}
+
+
+# One parser per annotation used by GenotypeMeta's fields.
+_META_PARSERS = {str: _str, int | None: _optional_int, dict[str, float]: _metrics}
+_META_HINTS = typing.get_type_hints(GenotypeMeta)
+
+
+def _parse_meta(value: Any) -> GenotypeMeta:
+    if value is None:
+        return GenotypeMeta()
+    fields = tuple(f.name for f in dataclasses.fields(GenotypeMeta))
+    data = _mapping(value, "meta", keys=fields)
+    return GenotypeMeta(**{k: _META_PARSERS[_META_HINTS[k]](v, f"meta.{k}")
+                           for k, v in data.items()})
+
+
+def _parse_fpn(value: Any) -> FPNGenotype | None:
+    if value is None:
+        return None
+    levels = _mapping(_mapping(value, "fpn", keys=("levels",), required=("levels",))["levels"],
+                      "fpn.levels")
+    parsed = {}
+    for name, lv in levels.items():
+        path = f"fpn.levels.{name}"
+        lv = _mapping(lv, path, keys=("same", "td", "bu", "fusion"), required=("same", "fusion"))
+        fusion = _mapping(lv["fusion"], f"{path}.fusion", keys=FPN_PATHS)
+        parsed[str(name)] = FPNLevelGenotype(
+            same=_str(lv["same"], f"{path}.same"),
+            td=None if lv.get("td") is None else _str(lv["td"], f"{path}.td"),
+            bu=None if lv.get("bu") is None else _str(lv["bu"], f"{path}.bu"),
+            fusion={p: _number(w, f"{path}.fusion.{p}") for p, w in fusion.items()})
+    return FPNGenotype(levels=parsed)
+
+
+def _parse_cell(value: Any, path: str) -> tuple[CellGenotype, list[int] | None]:
+    data = _mapping(value, path, keys=("concat", "leaves", "nodes"), required=("concat", "nodes"))
+    nodes = []
+    for i, edges in enumerate(_list(data["nodes"], f"{path}.nodes")):
+        npath = f"{path}.nodes[{i}]"
+        parsed = []
+        for k, e in enumerate(_list(edges, npath)):
+            e = _mapping(e, f"{npath}.edges[{k}]", keys=("parent", "op"), required=("parent", "op"))
+            parsed.append(Edge(parent=_int(e["parent"], f"{npath}.edges[{k}].parent"),
+                               op=_str(e["op"], f"{npath}.edges[{k}].op")))
+        nodes.append(NodeGenotype(edges=tuple(parsed)))
+    leaves = None
+    if data.get("leaves") is not None:
+        leaves = [_int(x, f"{path}.leaves[{i}]")
+                  for i, x in enumerate(_list(data["leaves"], f"{path}.leaves"))]
+    cell = CellGenotype(nodes=tuple(nodes), concat=_str(data["concat"], f"{path}.concat"))
+    return cell, leaves
+
+
+def _parse_genotype(data: Any) -> tuple[Genotype, dict[str, list[int] | None]]:
+    """Structure and types only (the first problem raises); semantics are the validator's."""
+    data = _mapping(data, "genotype", keys=("version", "meta", "fpn", "cells"),
+                    required=("version",))
+    version = _int(data["version"], "version")
+    if version != GENOTYPE_VERSION:
+        raise GenotypeError(f"version: unsupported genotype version {version} "
+                            f"(this toolkit reads version {GENOTYPE_VERSION})")
+    cells, leaves = {}, {}
+    for name, raw in _mapping(data.get("cells") or {}, "cells").items():
+        cells[str(name)], leaves[str(name)] = _parse_cell(raw, f"cells.{name}")
+    genotype = Genotype(cells=cells, fpn=_parse_fpn(data.get("fpn")),
+                        meta=_parse_meta(data.get("meta")), version=version)
+    return genotype, leaves
+
+
+# ------------------------------------------------------------------------------------ library
+def _library() -> Traversable:
+    return resources.files(LIBRARY_PACKAGE) / LIBRARY_DIR
+
+
+def list_library() -> list[str]:
+    """Names of the shipped genotypes (file stems under ``genotypes/library``)."""
+    return sorted(p.name[:-len(".yaml")] for p in _library().iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_genotype(path_or_name: str | os.PathLike, *,
+                  known_ops: Collection[str] | None = None) -> Genotype:
+    """Load and validate a genotype file, or a shipped one by name (see :func:`list_library`).
+
+    An existing file path wins over a library name. ``known_ops`` enables the op-name check.
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        return genotype_from_yaml(path.read_text(encoding="utf-8"), known_ops=known_ops,
+                                  source=str(path))
+    name = path.name[:-len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if path.parent == Path(".") and name in list_library():
+        resource = _library() / f"{name}.yaml"
+        return genotype_from_yaml(resource.read_text(encoding="utf-8"), known_ops=known_ops,
+                                  source=f"library:{name}")
+    raise FileNotFoundError(f"no genotype file {str(path_or_name)!r} and no shipped genotype of "
+                            f"that name; shipped: {', '.join(list_library())}")

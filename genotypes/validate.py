@@ -1,0 +1,168 @@
+"""Validation of a :class:`~genotypes.schema.Genotype`: every rule the schema states in prose.
+
+Problems are collected, not raised one at a time, so a hand-edited file is fixed in one pass.
+Every message starts with the field path it is about, in the dataclass' own terms, e.g.
+``cells.P3.nodes[2].edges[0].parent: parent 5 out of range 0..2``; ``nodes[i]`` is the list
+index, i.e. node ``i + 1`` (node 0 is the cell input).
+
+Operation names are checked only against ``known_ops`` supplied by the caller: this package sits
+below ``nas_search`` in the dependency order and never imports its registry. A caller that has
+registered its ops passes ``nas_search.registry.list_ops()``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+
+import networkx as nx
+
+from genotypes.schema import (
+    CONCAT_MODES, GENOTYPE_VERSION, LEVELS, SEARCH_MODES, CellGenotype, FPNGenotype, Genotype,
+)
+
+#: Fusion weights are softmax(beta) values; a file may round them to two decimals, so the sum is
+#: checked to this absolute tolerance (0.33 + 0.33 + 0.33 passes).
+FUSION_SUM_TOL = 0.02
+
+
+class GenotypeError(ValueError):
+    """An invalid genotype. ``problems`` holds one ``"<field path>: <what is wrong>"`` per issue;
+    ``source`` the file it came from, when there is one."""
+
+    def __init__(self, problems: str | list[str], source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            msg = head + self.problems[0]
+        else:
+            msg = f"{head}{len(self.problems)} problems:\n" + "\n".join(
+                f"  - {p}" for p in self.problems)
+        super().__init__(msg)
+
+
+def cell_graph(cell: CellGenotype) -> nx.DiGraph:
+    """The cell as a graph on nodes ``0..n`` with an edge ``parent -> node`` (attribute ``op``)
+    per chosen edge; edges from a parent that is not a node of the cell are left out."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(cell.n_nodes + 1))
+    for j, node in enumerate(cell.nodes, start=1):
+        for edge in node.edges:
+            if edge.parent in graph:
+                graph.add_edge(edge.parent, j, op=edge.op)
+    return graph
+
+
+def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None = None) -> None:
+    """Raise :class:`GenotypeError` listing every problem of ``genotype``; return if it is valid.
+
+    ``known_ops``: the operation names allowed on cell edges and FPN paths; ``None`` skips the
+    op-name check.
+    """
+    problems: list[str] = []
+    if genotype.version != GENOTYPE_VERSION:
+        problems.append(f"version: unsupported genotype version {genotype.version!r} "
+                        f"(this toolkit reads version {GENOTYPE_VERSION})")
+    meta = genotype.meta
+    if meta.mode and meta.mode not in SEARCH_MODES:
+        problems.append(f"meta.mode: unknown search mode {meta.mode!r}; "
+                        f"expected one of {', '.join(SEARCH_MODES)}")
+    if genotype.fpn is None and not genotype.cells:
+        problems.append("genotype: neither an fpn nor any cells")
+    if genotype.fpn is not None:
+        problems += _fpn_problems(genotype.fpn, known_ops)
+    for name, cell in genotype.cells.items():
+        problems += _cell_problems(f"cells.{name}", cell, meta.mode, meta.nodes, known_ops)
+    if problems:
+        raise GenotypeError(problems)
+
+
+def _op_problem(path: str, op: object, known_ops: Collection[str] | None) -> list[str]:
+    if not isinstance(op, str) or not op:
+        return [f"{path}: operation must be a non-empty name, got {op!r}"]
+    if known_ops is not None and op not in known_ops:
+        return [f"{path}: unknown operation {op!r}; known: {', '.join(sorted(known_ops))}"]
+    return []
+
+
+def _fpn_problems(fpn: FPNGenotype, known_ops: Collection[str] | None) -> list[str]:
+    """Eq. (2): levels exactly P2..P7; ``td`` everywhere but the top, ``bu`` everywhere but the
+    bottom; fusion weights softmax(beta) over exactly the paths present."""
+    problems: list[str] = []
+    missing = [lv for lv in LEVELS if lv not in fpn.levels]
+    extra = [lv for lv in fpn.levels if lv not in LEVELS]
+    if missing:
+        problems.append(f"fpn.levels: missing level(s) {', '.join(missing)}; "
+                        f"an FPN has exactly {', '.join(LEVELS)}")
+    if extra:
+        problems.append(f"fpn.levels: unexpected level(s) {', '.join(map(str, extra))}; "
+                        f"an FPN has exactly {', '.join(LEVELS)}")
+    top, bottom = LEVELS[-1], LEVELS[0]
+    for name in (lv for lv in LEVELS if lv in fpn.levels):
+        level, path = fpn.levels[name], f"fpn.levels.{name}"
+        problems += _op_problem(f"{path}.same", level.same, known_ops)
+        for p, absent_at, why in (("td", top, "no level above"), ("bu", bottom, "no level below")):
+            op = getattr(level, p)
+            if name == absent_at and op is not None:
+                problems.append(f"{path}.{p}: must be null at {name} ({why}), got {op!r}")
+            elif name != absent_at and op is None:
+                problems.append(f"{path}.{p}: missing; every level but {absent_at} has a "
+                                f"{p} path")
+            elif op is not None:
+                problems += _op_problem(f"{path}.{p}", op, known_ops)
+        present = set(level.paths())
+        if set(level.fusion) != present:
+            problems.append(f"{path}.fusion: weights given for {sorted(level.fusion)} but the "
+                            f"paths present are {sorted(present)}")
+        elif any(not 0.0 <= w <= 1.0 for w in level.fusion.values()):
+            problems.append(f"{path}.fusion: weights must lie in [0, 1], got {level.fusion}")
+        elif not math.isclose(sum(level.fusion.values()), 1.0, abs_tol=FUSION_SUM_TOL):
+            problems.append(f"{path}.fusion: weights sum to {sum(level.fusion.values()):.4g}, "
+                            f"not 1 (they are softmax(beta))")
+    return problems
+
+
+def _cell_problems(path: str, cell: CellGenotype, mode: str, meta_nodes: int | None,
+                   known_ops: Collection[str] | None) -> list[str]:
+    problems: list[str] = []
+    if cell.concat not in CONCAT_MODES:
+        problems.append(f"{path}.concat: unknown concat mode {cell.concat!r}; "
+                        f"expected one of {', '.join(CONCAT_MODES)}")
+    n = cell.n_nodes
+    if n == 0:
+        return problems + [f"{path}.nodes: a cell needs at least one intermediate node"]
+    if meta_nodes is not None and n != meta_nodes:
+        problems.append(f"{path}.nodes: {n} nodes but meta.nodes is {meta_nodes}")
+    dangling = False  # a parent that is no node of the cell
+    for i, node in enumerate(cell.nodes):
+        j, npath = i + 1, f"{path}.nodes[{i}]"
+        if not node.edges:
+            problems.append(f"{npath}.edges: node {j} has no incoming edge")
+        elif mode == "top1_tree" and len(node.edges) != 1:
+            problems.append(f"{npath}.edges: a top1_tree genotype has exactly 1 edge per node, "
+                            f"node {j} has {len(node.edges)}")
+        seen: set[int] = set()
+        for k, edge in enumerate(node.edges):
+            epath = f"{npath}.edges[{k}]"
+            if edge.parent not in range(j):
+                problems.append(f"{epath}.parent: parent {edge.parent!r} out of range 0..{j - 1}"
+                                f" (node {j} takes earlier nodes only)")
+                dangling = dangling or edge.parent not in range(n + 1)
+            elif edge.parent in seen:
+                problems.append(f"{epath}.parent: parent {edge.parent} repeated on node {j}")
+            seen.add(edge.parent)
+            problems += _op_problem(f"{epath}.op", edge.op, known_ops)
+    if dangling:  # reported above; the graph is not defined
+        return problems
+    graph = cell_graph(cell)
+    try:
+        cycle = nx.find_cycle(graph, source=range(n + 1))
+        problems.append(f"{path}.nodes: cycle "
+                        + " -> ".join(str(u) for u, _ in cycle) + f" -> {cycle[0][0]}")
+    except nx.NetworkXNoCycle:
+        pass
+    unreachable = sorted(set(graph) - nx.descendants(graph, 0) - {0})
+    if unreachable:
+        problems.append(f"{path}.nodes: node(s) {', '.join(map(str, unreachable))} "
+                        f"unreachable from the input node 0")
+    return problems

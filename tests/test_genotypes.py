@@ -1,0 +1,323 @@
+"""The genotype format: YAML round trip, validation errors (each names its field), library."""
+from __future__ import annotations
+
+import dataclasses
+
+import networkx as nx
+import pytest
+
+from asfd_cli.main import main
+from genotypes import (
+    LEVELS, CellGenotype, Edge, FPNGenotype, FPNLevelGenotype, Genotype, GenotypeError,
+    GenotypeMeta, NodeGenotype, cell_graph, genotype_from_dict, genotype_to_dict,
+    genotype_to_yaml, list_library, load_genotype, save_genotype, validate_genotype,
+)
+
+# The paper's S_CPM (Sec. 3.2); S_FPN is its first six ops.
+S_CPM = ("conv_1x1", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3_r2", "dil_conv_3x3_r3",
+         "dil_conv_5x5_r2", "conv_1x3", "conv_3x1", "conv_1x3_3x1", "conv_1x5", "conv_5x1",
+         "conv_1x5_5x1")
+S_FPN = S_CPM[:6]
+
+
+def tree(*edges: tuple[int, str], concat: str = "cat_leaf") -> CellGenotype:
+    return CellGenotype(nodes=tuple(NodeGenotype((Edge(p, op),)) for p, op in edges),
+                        concat=concat)
+
+
+def fpn() -> FPNGenotype:
+    levels = {}
+    for i, name in enumerate(LEVELS):
+        td = None if name == "P7" else "sep_conv_5x5"
+        bu = None if name == "P2" else "dil_conv_3x3_r2"
+        paths = ["same"] + (["td"] if td else []) + (["bu"] if bu else [])
+        levels[name] = FPNLevelGenotype("conv_1x1", td, bu,
+                                        {p: 1 / len(paths) for p in paths})
+    return FPNGenotype(levels)
+
+
+@pytest.fixture
+def genotype() -> Genotype:
+    cells = {"P3": tree((0, "sep_conv_3x3"), (1, "conv_1x3"), (1, "dil_conv_5x5_r2"),
+                        (0, "conv_1x1")),
+             "P4": tree((0, "conv_3x1"), (0, "conv_1x5_5x1"), (2, "sep_conv_5x5"),
+                        (3, "conv_5x1"))}
+    meta = GenotypeMeta(search_space="autofem", op_set="S_CPM", mode="top1_tree", nodes=4,
+                        partial_channels_k=4, seed=0, dataset="toy", epochs=3,
+                        metrics={"easy": 0.5, "hard": 0.25}, created="2024-05-01T12:00:00+00:00",
+                        note="test genotype")
+    return Genotype(cells=cells, fpn=fpn(), meta=meta)
+
+
+def with_cell(g: Genotype, name: str, cell: CellGenotype) -> Genotype:
+    return dataclasses.replace(g, cells={**g.cells, name: cell})
+
+
+def with_level(g: Genotype, name: str, **changes) -> Genotype:
+    levels = dict(g.fpn.levels)
+    levels[name] = dataclasses.replace(levels[name], **changes)
+    return dataclasses.replace(g, fpn=FPNGenotype(levels))
+
+
+def problems(g: Genotype, **kw) -> str:
+    with pytest.raises(GenotypeError) as info:
+        validate_genotype(g, **kw)
+    return str(info.value)
+
+
+# ------------------------------------------------------------------------------- round trip
+def test_save_load_round_trip(genotype, tmp_path):
+    path = save_genotype(genotype, tmp_path / "sub" / "g.yaml")
+    assert load_genotype(path, known_ops=S_CPM) == genotype
+    assert [p.name for p in path.parent.iterdir()] == ["g.yaml"]  # no temp file left behind
+    text = path.read_text()
+    assert "version: 1\n" in text
+    assert "leaves: [2, 3, 4]" in text  # P3: node 1 feeds 2 and 3; 4 hangs off the input
+    assert "- [{parent: 1, op: conv_1x3}]" in text
+
+
+def test_dict_round_trip_and_leaves(genotype):
+    data = genotype_to_dict(genotype)
+    assert data["cells"]["P4"]["leaves"] == [1, 4]
+    assert data["fpn"]["levels"]["P7"]["td"] is None
+    assert genotype_from_dict(data) == genotype
+
+
+def test_pcdarts_dag_round_trip():
+    cell = CellGenotype((NodeGenotype((Edge(0, "conv_1x1"),)),
+                         NodeGenotype((Edge(0, "conv_1x3"), Edge(1, "conv_3x1")))), "cat_all")
+    g = Genotype(cells={"c": cell}, meta=GenotypeMeta(mode="pcdarts"))
+    assert genotype_from_dict(genotype_to_dict(g)) == g
+    assert cell.output_nodes == (1, 2) and cell.leaves == (2,)
+
+
+# ------------------------------------------------------------------------------- validation
+def test_valid_genotype_passes(genotype):
+    validate_genotype(genotype, known_ops=S_CPM)
+
+
+def test_unknown_op(genotype):
+    g = with_cell(genotype, "P3", tree((0, "bogus"), (1, "conv_1x1"), (1, "conv_1x1"),
+                                       (0, "conv_1x1")))
+    validate_genotype(g)  # no known_ops: not checked
+    assert "cells.P3.nodes[0].edges[0].op: unknown operation 'bogus'" in problems(
+        g, known_ops=S_CPM)
+    g = with_level(genotype, "P5", td="conv_9x9")
+    assert "fpn.levels.P5.td: unknown operation 'conv_9x9'" in problems(g, known_ops=S_FPN)
+
+
+def test_parent_out_of_range(genotype):
+    g = with_cell(genotype, "P3", tree((0, "conv_1x1"), (1, "conv_1x1"), (5, "conv_1x1"),
+                                       (0, "conv_1x1")))
+    assert "cells.P3.nodes[2].edges[0].parent: parent 5 out of range 0..2" in problems(g)
+
+
+def test_cycle_and_unreachable(genotype):
+    g = with_cell(genotype, "P3", tree((0, "conv_1x1"), (3, "conv_1x1"), (2, "conv_1x1"),
+                                       (0, "conv_1x1")))
+    msg = problems(g)
+    assert "cells.P3.nodes: cycle 2 -> 3 -> 2" in msg
+    assert "cells.P3.nodes: node(s) 2, 3 unreachable from the input node 0" in msg
+    assert "cells.P3.nodes[1].edges[0].parent: parent 3 out of range 0..1" in msg
+
+
+def test_node_without_edges_is_unreachable(genotype):
+    cell = CellGenotype((NodeGenotype((Edge(0, "conv_1x1"),)), NodeGenotype(())))
+    msg = problems(dataclasses.replace(with_cell(genotype, "P3", cell), meta=GenotypeMeta()))
+    assert "cells.P3.nodes[1].edges: node 2 has no incoming edge" in msg
+    assert "cells.P3.nodes: node(s) 2 unreachable" in msg
+
+
+def test_repeated_parent(genotype):
+    node = NodeGenotype((Edge(0, "conv_1x1"), Edge(0, "conv_1x3")))
+    cell = CellGenotype((NodeGenotype((Edge(0, "conv_1x1"),)), node))
+    g = Genotype(cells={"c": cell}, meta=GenotypeMeta(mode="pcdarts"))
+    assert "cells.c.nodes[1].edges[1].parent: parent 0 repeated on node 2" in problems(g)
+
+
+def test_node_count_mismatch(genotype):
+    g = with_cell(genotype, "P4", tree((0, "conv_1x1"), (1, "conv_1x1"), (1, "conv_1x1")))
+    assert "cells.P4.nodes: 3 nodes but meta.nodes is 4" in problems(g)
+
+
+def test_top1_tree_needs_one_edge_per_node(genotype):
+    two = NodeGenotype((Edge(0, "conv_1x1"), Edge(1, "conv_1x3")))
+    cell = dataclasses.replace(genotype.cells["P3"],
+                               nodes=genotype.cells["P3"].nodes[:1] + (two,)
+                               + genotype.cells["P3"].nodes[2:])
+    msg = problems(with_cell(genotype, "P3", cell))
+    assert "cells.P3.nodes[1].edges: a top1_tree genotype has exactly 1 edge per node, " \
+           "node 2 has 2" in msg
+
+
+def test_bad_concat_mode(genotype):
+    cell = dataclasses.replace(genotype.cells["P3"], concat="cat_some")
+    assert "cells.P3.concat: unknown concat mode 'cat_some'" in problems(
+        with_cell(genotype, "P3", cell))
+
+
+def test_unknown_search_mode(genotype):
+    g = dataclasses.replace(genotype, meta=GenotypeMeta(mode="random"))
+    assert "meta.mode: unknown search mode 'random'" in problems(g)
+
+
+def test_unsupported_version(genotype):
+    assert "version: unsupported genotype version 2" in problems(
+        dataclasses.replace(genotype, version=2))
+    data = genotype_to_dict(genotype) | {"version": 2}
+    with pytest.raises(GenotypeError, match="version: unsupported genotype version 2"):
+        genotype_from_dict(data)
+
+
+@pytest.mark.parametrize("drop, expected", [
+    ("P5", "fpn.levels: missing level(s) P5"),
+    (None, "fpn.levels: unexpected level(s) P8"),
+])
+def test_fpn_levels_exactly_p2_to_p7(genotype, drop, expected):
+    levels = dict(genotype.fpn.levels)
+    if drop:
+        del levels[drop]
+    else:
+        levels["P8"] = levels["P7"]
+    assert expected in problems(dataclasses.replace(genotype, fpn=FPNGenotype(levels)))
+
+
+@pytest.mark.parametrize("level, changes, expected", [
+    ("P7", {"td": "conv_1x1", "fusion": {"same": 0.3, "td": 0.3, "bu": 0.4}},
+     "fpn.levels.P7.td: must be null at P7"),
+    ("P2", {"bu": "conv_1x1", "fusion": {"same": 0.3, "td": 0.3, "bu": 0.4}},
+     "fpn.levels.P2.bu: must be null at P2"),
+    ("P4", {"bu": None, "fusion": {"same": 0.5, "td": 0.5}}, "fpn.levels.P4.bu: missing"),
+    ("P4", {"td": None, "fusion": {"same": 0.5, "bu": 0.5}}, "fpn.levels.P4.td: missing"),
+])
+def test_fpn_paths_per_level(genotype, level, changes, expected):
+    assert expected in problems(with_level(genotype, level, **changes))
+
+
+@pytest.mark.parametrize("fusion, expected", [
+    ({"same": 0.5, "td": 0.5}, "fpn.levels.P4.fusion: weights given for ['same', 'td'] but "
+                               "the paths present are ['bu', 'same', 'td']"),
+    ({"same": 0.3, "td": 0.3, "bu": 0.3}, "fpn.levels.P4.fusion: weights sum to 0.9, not 1"),
+    ({"same": -0.5, "td": 0.5, "bu": 1.0}, "fpn.levels.P4.fusion: weights must lie in [0, 1]"),
+])
+def test_fusion_weights(genotype, fusion, expected):
+    assert expected in problems(with_level(genotype, "P4", fusion=fusion))
+
+
+def test_fusion_tolerates_rounding(genotype):
+    validate_genotype(with_level(genotype, "P4", fusion={"same": 0.33, "td": 0.33, "bu": 0.33}))
+
+
+def test_all_problems_reported_together(genotype):
+    g = with_level(genotype, "P4", bu=None)
+    g = dataclasses.replace(g, version=3)
+    err = pytest.raises(GenotypeError, validate_genotype, g).value
+    assert len(err.problems) == 3  # version, missing bu, fusion keys
+    assert str(err).startswith("3 problems:")
+
+
+def test_leaves_field_checked_on_load(genotype):
+    data = genotype_to_dict(genotype)
+    data["cells"]["P3"]["leaves"] = [1, 4]
+    with pytest.raises(GenotypeError, match=r"cells\.P3\.leaves: written \[1, 4\] but the "
+                                            r"nodes give \[2, 3, 4\]"):
+        genotype_from_dict(data)
+    del data["cells"]["P3"]["leaves"]  # optional on input
+    assert genotype_from_dict(data) == genotype
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: d["cells"]["P3"].update(concat_mode="cat_all"),
+     "cells.P3: unknown key(s) concat_mode"),
+    (lambda d: d["cells"]["P3"]["nodes"][0][0].update(parent="a"),
+     "cells.P3.nodes[0].edges[0].parent: expected an integer, got 'a'"),
+    (lambda d: d["cells"]["P3"].pop("concat"), "cells.P3: missing key(s) concat"),
+    (lambda d: d["meta"].update(nodes="six"), "meta.nodes: expected an integer"),
+    (lambda d: d["meta"]["metrics"].update(easy="high"), "meta.metrics.easy: expected a number"),
+    (lambda d: d["fpn"]["levels"]["P3"]["fusion"].update(skip=0.1),
+     "fpn.levels.P3.fusion: unknown key(s) skip"),
+])
+def test_structure_errors_name_the_field(genotype, edit, expected):
+    data = genotype_to_dict(genotype)
+    edit(data)
+    with pytest.raises(GenotypeError) as info:
+        genotype_from_dict(data)
+    assert expected in str(info.value)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("version: 1\ncells: {P3: [unclosed\n")
+    with pytest.raises(GenotypeError) as info:
+        load_genotype(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: invalid YAML") and "line" in msg
+
+
+def test_file_error_names_the_file(genotype, tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(genotype_to_yaml(genotype).replace("parent: 1, op: conv_1x3",
+                                                       "parent: 7, op: conv_1x3"))
+    with pytest.raises(GenotypeError, match=rf"^{path}: cells\.P3\.nodes\[1\]\.edges\[0\]"
+                                            r"\.parent: parent 7 out of range 0\.\.1"):
+        load_genotype(path)
+
+
+def test_save_refuses_an_invalid_genotype(genotype, tmp_path):
+    with pytest.raises(GenotypeError):
+        save_genotype(dataclasses.replace(genotype, version=9), tmp_path / "g.yaml")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cell_graph(genotype):
+    graph = cell_graph(genotype.cells["P3"])
+    assert sorted(graph.edges) == [(0, 1), (0, 4), (1, 2), (1, 3)]
+    assert graph.edges[1, 3]["op"] == "dil_conv_5x5_r2"
+
+
+# ---------------------------------------------------------------------------------- library
+def test_library_lists_and_loads_by_name():
+    names = list_library()
+    assert {"asfd_paper_like", "pcdarts_example"} <= set(names)
+    for name in names:
+        assert load_genotype(name, known_ops=S_CPM) == load_genotype(f"{name}.yaml")
+    with pytest.raises(FileNotFoundError, match="shipped: asfd_paper_like"):
+        load_genotype("no_such_genotype")
+
+
+def test_paper_like_genotype_follows_the_paper_text():
+    g = load_genotype("asfd_paper_like", known_ops=S_CPM)
+    assert "RECONSTRUCTION" in g.meta.note
+    assert (g.meta.mode, g.meta.nodes) == ("top1_tree", 6)
+    assert list(g.cells) == list(LEVELS)
+    for level in g.fpn.levels.values():  # same level 1x1, neighbours dilated / 5x5 separable
+        assert level.same == "conv_1x1"
+        assert {level.td, level.bu} - {None} <= {"sep_conv_5x5", "dil_conv_3x3_r2",
+                                                 "dil_conv_3x3_r3", "dil_conv_5x5_r2"}
+    depth = {n: nx.dag_longest_path_length(cell_graph(c)) for n, c in g.cells.items()}
+    assert depth["P2"] == depth["P3"] == 3 and depth["P6"] == depth["P7"] == 2
+    assert all(c.concat == "cat_leaf" and c.n_nodes == 6 for c in g.cells.values())
+
+
+def test_pcdarts_example_is_a_dag_with_two_parents():
+    g = load_genotype("pcdarts_example", known_ops=S_CPM)
+    cell = g.cells["cpm"]
+    assert [len(n.edges) for n in cell.nodes] == [1, 2, 2, 2]
+    assert cell.concat == "cat_all" and g.fpn is None
+
+
+# -------------------------------------------------------------------------------------- CLI
+def test_cli_validate(genotype, tmp_path, capsys):
+    good = save_genotype(genotype, tmp_path / "good.yaml")
+    assert main(["genotypes", "validate", str(good)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("concat: cat_leaf", "concat: cat_most", 1))
+    assert main(["genotypes", "validate", str(bad)]) == 2
+    assert "cells.P3.concat: unknown concat mode 'cat_most'" in capsys.readouterr().err
+
+
+def test_cli_list(capsys):
+    assert main(["genotypes", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "asfd_paper_like" in out and "pcdarts_example" in out and "RECONSTRUCTI" in out
