@@ -1,0 +1,311 @@
+"""The dual-shot detector (Sec. 3.1, Fig. 2) and the ASFD D0-D6 family (Sec. 3.4, Table 1).
+
+Pipeline: backbone -> ``[C2..C5]`` -> :class:`~detectors.backbones.ExtraLevels` ``[C6, C7]`` ->
+lateral 1x1 conv + BN + ReLU of C2..C5 to ``W`` channels (C6, C7 are built at ``W``) = the
+*first-shot* pyramid; a feature module (AutoFEM: fixed AutoFEM-FPN then fixed AutoFEM-CPM, from
+a genotype) maps it to the *second-shot* pyramid; the same heads run on both shots (first shot
+with anchors half the size, DSFD's progressive anchors). Inference uses the second shot only,
+so the first shot is computed in training mode (or on request) and costs nothing at test time.
+
+Compound scaling (Eq. 9, Table 1): ``W = 64 * theta`` for AutoFEM and heads. We follow Table 1
+for the depths (AutoFEM 0.5, 0.5, 0.5, 1, 1, 2, 2; heads 1, 1, 1, 2, 2, 4, 4): Eq. 9 as printed
+gives ``D_head = 2^((theta-1)/2 + 1) = 2`` at theta = 1, twice Table 1's values, which are
+``2 * D_autofem``.
+
+Fractional AutoFEM depth (our decision, judged by Table 5's parameter counts; see
+:func:`autofem_modules`): one AutoFEM *layer* is the cascade AutoFEM-FPN -> AutoFEM-CPM; depth
+``n`` stacks ``n`` of them; depth 0.5 keeps one half of the cascade, the per-level CPM cells.
+With the separable heads of :mod:`detectors.heads` and the ``1x1 + 3x3/2`` extra levels, the
+three readings of 0.5 give D0 params (paper 0.62M): FPN only 0.46M (0.74x), CPM only 0.61M
+(0.99x), the full cascade 0.73M (1.17x). The FPN-only half stays available through
+``feature_modules=("autofem_fpn",)``.
+
+Calibration (``asfd profile``, genotype ``asfd_paper_like``, 640x480; ours / Table 5):
+params 0.99, 0.96, 0.94, 0.96, 0.87, 0.95, 1.03 for D0..D6; MACs 1.88, 1.13, 0.74, 0.78, 0.72,
+0.84, 0.97. Table 5 is not self-consistent under one scaling rule: D0/D1 share D2's depths, yet
+their non-backbone MACs per ``W^2`` are ~5x smaller than D2's (no uniform choice fits both: the
+stride-4 level alone holds 75% of the 25,600 anchor locations); the non-backbone params grow
+2.5x from D3 to D4 (``W^2``: 1.78x) but 1.11x from D5 to D6 (``W^2``: 1.44x). RetinaNet-style
+extra levels (a 3x3/2 conv straight on C5) would lift D4 to 0.97 but D0 to 1.14.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+
+import search_spaces.cpm  # noqa: F401  (registers autofem_cpm)
+import search_spaces.fpn  # noqa: F401  (registers autofem_fpn)
+from detectors.anchors import AnchorGenerator, Shot
+from detectors.backbones import Backbone, ExtraLevels, build_backbone
+from detectors.heads import DetectionHeads, DetectorOutput, HeadConv, ShotOutput
+from genotypes.io import genotype_from_dict, genotype_to_dict, load_genotype
+from genotypes.schema import LEVELS, Genotype
+from nas_search.registry import list_ops
+from search_spaces.baselines import build_feature_module
+from search_spaces.ops import ConvBNAct
+
+Variant = Literal["D0", "D1", "D2", "D3", "D4", "D5", "D6"]
+
+#: Feature modules built from a genotype (they receive ``genotype=``); the others only need
+#: ``channels``.
+GENOTYPE_FEATURE_MODULES: frozenset[str] = frozenset({"autofem_fpn", "autofem_cpm"})
+
+
+@dataclass(frozen=True)
+class ScalingRow:
+    """One row of Table 1: backbone, theta and the AutoFEM / head depths."""
+
+    backbone: str
+    theta: int
+    fem_depth: float
+    head_depth: int
+
+    @property
+    def width(self) -> int:
+        """Eq. 9: ``W_autofem = W_head = 64 * theta``."""
+        return 64 * self.theta
+
+
+ASFD_FAMILY: dict[str, ScalingRow] = {
+    "D0": ScalingRow("mobilenet0.25", 1, 0.5, 1),
+    "D1": ScalingRow("mobilenet1.0", 1, 0.5, 1),
+    "D2": ScalingRow("resnet18", 2, 0.5, 1),
+    "D3": ScalingRow("resnet34", 3, 1, 2),
+    "D4": ScalingRow("resnet50", 4, 1, 2),
+    "D5": ScalingRow("resnet101", 5, 2, 4),
+    "D6": ScalingRow("resnet152", 6, 2, 4),
+}
+
+
+@dataclass(frozen=True)
+class PaperFigures:
+    """Table 5: parameters (M), multiply-adds at 640x480 (B), GPU latency (ms)."""
+
+    params_m: float
+    macs_b: float
+    latency_ms: float
+
+
+PAPER_TABLE5: dict[str, PaperFigures] = {
+    "D0": PaperFigures(0.62, 0.73, 8.9),
+    "D1": PaperFigures(3.90, 4.27, 9.2),
+    "D2": PaperFigures(13.56, 20.48, 12.4),
+    "D3": PaperFigures(26.56, 46.32, 23.1),
+    "D4": PaperFigures(36.76, 70.45, 28.7),
+    "D5": PaperFigures(67.73, 147.40, 32.8),
+    "D6": PaperFigures(86.10, 183.11, 37.7),
+}
+
+
+def autofem_modules(depth: float) -> tuple[str, ...]:
+    """The feature-module cascade of an AutoFEM of ``depth`` layers (see the module docstring).
+
+    ``0.5 -> (autofem_cpm,)``; ``n -> (autofem_fpn, autofem_cpm) * n`` for a positive integer n.
+    """
+    if depth == 0.5:
+        return ("autofem_cpm",)
+    if depth >= 1 and float(depth).is_integer():
+        return ("autofem_fpn", "autofem_cpm") * int(depth)
+    raise ValueError(f"AutoFEM depth must be 0.5 or a positive integer, got {depth}")
+
+
+@dataclass(frozen=True)
+class ASFDConfig:
+    """Everything needed to rebuild a detector of the dual-shot framework (with its genotype).
+
+    ``feature_modules`` are registered feature-module names cascaded in order (AutoFEM:
+    ``autofem_fpn``, ``autofem_cpm``; DSFD-style baselines: ``fem_fpn``, ``fem_cpm``...; ``none``
+    for no enhancement). ``dual_shot=False`` gives a single-shot (RetinaFace-style) detector.
+    """
+
+    backbone: str = "mobilenet0.25"
+    width: int = 64
+    feature_modules: tuple[str, ...] = ("autofem_cpm",)
+    head_depth: int = 1
+    head_conv: HeadConv = "separable"
+    dual_shot: bool = True
+    anchors: AnchorGenerator = field(default_factory=AnchorGenerator)
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ASFDConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise a ValueError naming ``source``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown detector config keys {unknown}; "
+                             f"known: {sorted(known)}")
+        data = dict(data)
+        if "feature_modules" in data:
+            data["feature_modules"] = tuple(data["feature_modules"])
+        if isinstance(data.get("anchors"), dict):
+            anchors = data["anchors"]
+            data["anchors"] = AnchorGenerator(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in anchors.items()})
+        return cls(**data)
+
+
+def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
+    """Table 1's configuration of ``variant``, with field ``overrides``."""
+    try:
+        row = ASFD_FAMILY[variant]
+    except KeyError:
+        raise KeyError(f"unknown ASFD variant {variant!r}; choose from {sorted(ASFD_FAMILY)}") \
+            from None
+    base = ASFDConfig(backbone=row.backbone, width=row.width,
+                      feature_modules=autofem_modules(row.fem_depth), head_depth=row.head_depth,
+                      name=f"ASFD-{variant}")
+    return dataclasses.replace(base, **overrides)
+
+
+class FeatureCascade(nn.Sequential):
+    """Feature modules applied one after the other (pyramid in, pyramid out)."""
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        for module in self:
+            feats = module(feats)
+        return list(feats)
+
+
+class DualShotDetector(nn.Module):
+    """Backbone + lateral pyramid (first shot) -> feature module (second shot) -> shared heads.
+
+    ``feature_module`` is any module mapping the six-map pyramid (``channels`` each) to a pyramid
+    of the same shapes: a fixed AutoFEM, a hand-designed baseline, or a search supernet.
+    ``dual_shot=False`` never computes the first shot (a single-shot detector).
+    """
+
+    def __init__(
+        self, backbone: Backbone, feature_module: nn.Module, heads: DetectionHeads,
+        channels: int, anchors: AnchorGenerator | None = None, dual_shot: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.extra = ExtraLevels(backbone.out_channels[-1], channels, channels)
+        self.lateral = nn.ModuleList(ConvBNAct(c, channels, 1) for c in backbone.out_channels)
+        self.feature_module = feature_module
+        self.heads = heads
+        self.anchor_generator = anchors or AnchorGenerator()
+        self.dual_shot = dual_shot
+        self.channels = channels
+
+    def pyramid(self, images: Tensor) -> list[Tensor]:
+        """The first-shot pyramid: C2..C5 through the laterals, then C6, C7 (``channels`` each)."""
+        feats = self.backbone(images)
+        laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
+        return laterals + self.extra(feats[-1])
+
+    def shot(self, feats: Sequence[Tensor], shot: Shot) -> ShotOutput:
+        cls, reg = self.heads(feats)
+        shapes = [tuple(f.shape[-2:]) for f in feats]
+        anchors = self.anchor_generator(shapes, shot, device=cls.device)
+        return ShotOutput(cls, reg, anchors)
+
+    def forward(self, images: Tensor, first_shot: bool | None = None) -> DetectorOutput:
+        """``images [B, 3, H, W]`` (any H, W). The first shot is computed when ``first_shot``
+        is True, or by default in training mode (it only feeds the loss)."""
+        first = self.pyramid(images)
+        second = self.shot(self.feature_module(first), "second")
+        want_first = self.training if first_shot is None else first_shot
+        return DetectorOutput(second, self.shot(first, "first")
+                              if want_first and self.dual_shot else None)
+
+    def anchors_for(self, height: int, width: int, shot: Shot = "second") -> Tensor:
+        """The anchors of an ``height x width`` input (same as the forward pass's)."""
+        return self.anchor_generator(self.anchor_generator.feature_shapes(height, width), shot)
+
+
+def build_feature_cascade(
+    names: Sequence[str], channels: int, genotype: Genotype | None,
+    levels: Sequence[str] = LEVELS,
+) -> FeatureCascade:
+    """Registered feature modules ``names`` in order; AutoFEM ones are built from ``genotype``."""
+    modules = []
+    for name in names:
+        if name in GENOTYPE_FEATURE_MODULES:
+            if genotype is None:
+                raise ValueError(f"feature module {name!r} needs a genotype")
+            modules.append(build_feature_module(name, channels, genotype=genotype, levels=levels))
+        else:
+            modules.append(build_feature_module(name, channels, levels=levels))
+    return FeatureCascade(*modules)
+
+
+class ASFD(DualShotDetector):
+    """A detector built from an :class:`ASFDConfig` (and a genotype for AutoFEM modules);
+    it keeps both, so that :func:`save_model` / :func:`load_model` can rebuild it."""
+
+    def __init__(self, config: ASFDConfig, genotype: Genotype | None = None) -> None:
+        needs_genotype = any(n in GENOTYPE_FEATURE_MODULES for n in config.feature_modules)
+        super().__init__(
+            backbone=build_backbone(config.backbone),
+            feature_module=build_feature_cascade(config.feature_modules, config.width,
+                                                 genotype if needs_genotype else None),
+            heads=DetectionHeads(config.width, config.head_depth, config.head_conv),
+            channels=config.width, anchors=config.anchors, dual_shot=config.dual_shot,
+        )
+        self.config = config
+        self.genotype = genotype if needs_genotype else None
+
+
+def resolve_genotype(genotype: Genotype | str | Path) -> Genotype:
+    """A genotype object as is, else a file path or a shipped genotype name, loaded and checked."""
+    if isinstance(genotype, Genotype):
+        return genotype
+    return load_genotype(genotype, known_ops=list_ops())
+
+
+def build_asfd(
+    variant: Variant, genotype: Genotype | str | Path = "asfd_paper_like", **overrides,
+) -> ASFD:
+    """ASFD-``variant`` (Table 1) with the AutoFEM of ``genotype``; ``overrides`` replace
+    :class:`ASFDConfig` fields (e.g. ``backbone="resnet50"``, ``dual_shot=False``)."""
+    return ASFD(asfd_config(variant, **overrides), resolve_genotype(genotype))
+
+
+CHECKPOINT_FORMAT = "asfd-model"
+CHECKPOINT_VERSION = 1
+
+
+def save_model(model: ASFD, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write weights, config and genotype in one file, which :func:`load_model` rebuilds;
+    ``extra`` (plain values: provenance, epoch, metrics) is stored under ``"extra"``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_dict(),
+        "genotype": None if model.genotype is None else genotype_to_dict(model.genotype),
+        "state_dict": model.state_dict(),
+        "extra": extra or {},
+    }, path)
+    return path
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ASFD:
+    """Rebuild the detector saved by :func:`save_model`, load its weights, move it to
+    ``map_location``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an asfd model checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {ckpt.get('version')}, this asfd reads "
+                         f"version {CHECKPOINT_VERSION}")
+    config = ASFDConfig.from_dict(ckpt["config"], source=f"{path}: config")
+    genotype = None if ckpt["genotype"] is None else genotype_from_dict(
+        ckpt["genotype"], known_ops=list_ops(), source=f"{path}: genotype")
+    model = ASFD(config, genotype)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(map_location)

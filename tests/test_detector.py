@@ -1,0 +1,154 @@
+"""The dual-shot detector, the ASFD family (Table 1) and model checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from asfd_cli.main import main as asfd_main
+from detectors.asfd import (
+    ASFD, ASFD_FAMILY, PAPER_TABLE5, ASFDConfig, DualShotDetector, asfd_config, autofem_modules,
+    build_asfd, build_feature_cascade, load_model, save_model,
+)
+from detectors.backbones import build_backbone
+from detectors.heads import DetectionHeads
+from detectors.losses import DRMCLoss
+from detectors.macs import count_parameters
+
+# A detector small enough for gradient steps in a unit test, on the shipped genotype's cells.
+TINY = dict(width=16, head_depth=1)
+
+
+def n_anchors(h: int, w: int) -> int:
+    return sum(-(-h // s) * -(-w // s) for s in (4, 8, 16, 32, 64, 128))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: the test machine's cores are shared, and oversubscribed OpenMP threads
+    make these small convolutions orders of magnitude slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def d0(one_thread) -> ASFD:
+    torch.manual_seed(0)
+    return build_asfd("D0")
+
+
+@pytest.mark.parametrize("h, w", [(100, 77), (160, 128)])
+def test_d0_forward_any_size_both_shots_in_training(d0, h, w):
+    d0.train()
+    out = d0(torch.rand(2, 3, h, w))
+    a = n_anchors(h, w)
+    assert out.second.cls.shape == (2, a, 2) and out.second.reg.shape == (2, a, 4)
+    assert out.first is not None and out.first.cls.shape == (2, a, 2)
+    assert torch.equal(out.second.anchors, d0.anchors_for(h, w))
+    sizes = out.first.anchors[:, 2] - out.first.anchors[:, 0]
+    assert sizes[0].item() == 8 and sizes[-1].item() == 256   # half of 16..512
+
+
+def test_inference_uses_the_second_shot_only(d0):
+    d0.eval()
+    with torch.no_grad():
+        out = d0(torch.rand(1, 3, 64, 64))
+        forced = d0(torch.rand(1, 3, 64, 64), first_shot=True)
+    assert out.first is None and forced.first is not None
+
+
+def test_both_shots_share_the_heads(d0):
+    d0.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out = d0(x, first_shot=True)
+        cls, reg = d0.heads(d0.pyramid(x))
+    assert torch.equal(out.first.cls, cls) and torch.equal(out.first.reg, reg)
+
+
+def test_d0_parameters_within_10_percent_of_table5(d0):
+    ratio = count_parameters(d0) / 1e6 / PAPER_TABLE5["D0"].params_m
+    assert 0.9 <= ratio <= 1.1, ratio
+
+
+def test_table1_scaling():
+    assert [r.width for r in ASFD_FAMILY.values()] == [64, 64, 128, 192, 256, 320, 384]
+    assert [r.head_depth for r in ASFD_FAMILY.values()] == [1, 1, 1, 2, 2, 4, 4]
+    assert autofem_modules(0.5) == ("autofem_cpm",)
+    assert autofem_modules(2) == ("autofem_fpn", "autofem_cpm") * 2
+    with pytest.raises(ValueError, match="0.5 or a positive integer"):
+        autofem_modules(1.5)
+    config = asfd_config("D3")
+    assert (config.backbone, config.width, config.head_depth) == ("resnet34", 192, 2)
+    assert config.feature_modules == ("autofem_fpn", "autofem_cpm")
+    with pytest.raises(KeyError, match="unknown ASFD variant 'D7'"):
+        asfd_config("D7")
+
+
+def test_single_shot_and_baseline_feature_modules():
+    model = ASFD(ASFDConfig(width=16, feature_modules=("fem_fpn", "fem_cpm"), head_depth=0,
+                            head_conv="full", dual_shot=False)).train()
+    out = model(torch.rand(2, 3, 40, 40))   # batch 2: BatchNorm trains on the 1x1 top level
+    assert out.first is None and out.second.cls.shape == (2, n_anchors(40, 40), 2)
+    assert model.genotype is None
+    with pytest.raises(ValueError, match="'autofem_cpm' needs a genotype"):
+        ASFD(ASFDConfig(width=16))
+
+
+def test_generic_detector_takes_any_pyramid_module():
+    backbone = build_backbone("mobilenet0.25")
+    model = DualShotDetector(backbone, build_feature_cascade(["none"], 8, None),
+                             DetectionHeads(8, 0), channels=8).train()
+    out = model(torch.rand(2, 3, 33, 33))
+    assert out.first is not None
+    assert torch.equal(out.first.cls, out.second.cls)   # identity feature module
+
+
+def test_training_steps_reduce_the_drmc_loss():
+    torch.manual_seed(0)
+    model = build_asfd("D0", **TINY).train()
+    images = torch.rand(2, 3, 64, 64)
+    gts = [torch.tensor([[8.0, 8.0, 40.0, 44.0]]), torch.tensor([[30.0, 20.0, 50.0, 36.0]])]
+    loss_fn = DRMCLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        loss = loss_fn(model(images), gts).total
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_save_and_load_round_trip(tmp_path, d0):
+    d0.eval()
+    path = save_model(d0, tmp_path / "d0.pt", extra={"epoch": 3})
+    loaded = load_model(path).eval()
+    assert loaded.config == d0.config and loaded.genotype == d0.genotype
+    assert torch.load(path, weights_only=True)["extra"] == {"epoch": 3}
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).second.cls, d0(x).second.cls)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an asfd model checkpoint"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_config_round_trip_and_unknown_keys():
+    config = dataclasses.replace(asfd_config("D5"), dual_shot=False)
+    assert ASFDConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match=r"ckpt: unknown detector config keys \['depth'\]"):
+        ASFDConfig.from_dict({"depth": 3}, source="ckpt")
+
+
+def test_profile_command_prints_ours_and_the_paper(capsys):
+    assert asfd_main(["profile", "D0", "--size", "160x128", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ASFD-D0" in out and "mobilenet0.25" in out and "0.62" in out and "0.73" in out
+    assert asfd_main(["profile", "D9"]) == 2
+    assert "neither a variant" in capsys.readouterr().err

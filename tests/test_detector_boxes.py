@@ -1,0 +1,89 @@
+"""Box geometry, anchors and matching of the detector."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from detectors.anchors import AnchorGenerator
+from detectors.box_ops import batched_nms, box_iou, decode, encode, nms
+from detectors.matching import match_anchors, match_batch
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_box_iou_hand_values():
+    a = t([0, 0, 10, 10])
+    b = t([0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 8])
+    assert box_iou(a, b)[0].tolist() == pytest.approx([1.0, 50 / 150, 0.0, 0.0])
+
+
+def test_encode_uses_ssd_variances_and_decode_inverts_it():
+    anchor = t([0, 0, 16, 16])           # centre (8, 8), size 16
+    gt = t([2, 4, 22, 20])               # centre (12, 12), size 20 x 16
+    offsets = encode(gt, anchor)
+    assert offsets[0].tolist() == pytest.approx(
+        [4 / (0.1 * 16), 4 / (0.1 * 16), math.log(20 / 16) / 0.2, 0.0])
+    boxes = torch.rand(50, 2) * 100
+    boxes = torch.cat([boxes, boxes + 1 + torch.rand(50, 2) * 50], 1)
+    anchors = torch.rand(50, 2) * 100
+    anchors = torch.cat([anchors, anchors + 1 + torch.rand(50, 2) * 50], 1)
+    assert torch.allclose(decode(encode(boxes, anchors), anchors), boxes, atol=1e-4)
+
+
+def test_nms_greedy_order_threshold_and_top_k():
+    boxes = t([0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 9], [50, 50, 60, 60])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95, 0.1])
+    # box 3 (0.95) suppresses 0 (IoU 0.9) and 1 (IoU ~0.74); 2 and 4 are apart.
+    assert nms(boxes, scores, 0.3).tolist() == [3, 2, 4]
+    assert nms(boxes, scores, 0.95).tolist() == [3, 0, 1, 2, 4]
+    assert nms(boxes, scores, 0.3, post_top_k=2).tolist() == [3, 2]
+    assert nms(boxes, scores, 0.3, pre_top_k=2).tolist() == [3]
+    per_image = batched_nms(boxes[None].repeat(2, 1, 1), torch.stack([scores, scores.flip(0)]))
+    assert per_image[0].tolist() == [3, 2, 4]
+    assert nms(torch.zeros(0, 4), torch.zeros(0)).tolist() == []
+
+
+def test_anchor_grid_centres_sizes_and_order():
+    gen = AnchorGenerator(strides=(4, 8), sizes=(16, 32))
+    anchors = gen([(2, 3), (1, 2)])
+    assert anchors.shape == (2 * 3 + 1 * 2, 4)
+    assert anchors[0].tolist() == [2 - 8, 2 - 8, 2 + 8, 2 + 8]        # (x, y) = (0, 0)
+    assert anchors[1].tolist() == [6 - 8, 2 - 8, 6 + 8, 2 + 8]        # row-major: x first
+    assert anchors[3].tolist() == [2 - 8, 6 - 8, 2 + 8, 6 + 8]        # next row
+    assert anchors[6].tolist() == [4 - 16, 4 - 16, 4 + 16, 4 + 16]    # level 2 starts
+    first = gen([(2, 3), (1, 2)], shot="first")
+    assert (first[:, 2] - first[:, 0]).tolist() == [8.0] * 6 + [16.0] * 2
+
+
+def test_anchor_aspect_ratio_and_feature_shapes():
+    gen = AnchorGenerator(aspect_ratio=1.5)
+    a = gen.level_anchors((1, 1), 4, 16)[0]
+    w, h = (a[2] - a[0]).item(), (a[3] - a[1]).item()
+    assert h / w == pytest.approx(1.5) and w * h == pytest.approx(256)
+    assert gen.feature_shapes(100, 77) == [(25, 20), (13, 10), (7, 5), (4, 3), (2, 2), (1, 1)]
+    with pytest.raises(ValueError, match="got 2 feature maps"):
+        gen([(1, 1), (1, 1)])
+
+
+def test_matching_threshold_and_forced_best_anchor():
+    anchors = t([0, 0, 10, 10], [0, 0, 20, 20], [100, 100, 110, 110], [40, 40, 50, 50])
+    gt = t([0, 0, 10, 12],      # IoU 0.83 with anchor 0
+           [38, 38, 60, 60])    # best anchor 3 with IoU 100/484 = 0.21 < 0.35: forced
+    m = match_anchors(anchors, gt, iou_threshold=0.35)
+    assert m.labels.tolist() == [1, 0, 0, 1]   # anchor 1: IoU 120/400 = 0.3 < 0.35
+    assert m.boxes[0].tolist() == gt[0].tolist() and m.boxes[3].tolist() == gt[1].tolist()
+    assert match_anchors(anchors, gt, iou_threshold=0.25).labels.tolist() == [1, 1, 0, 1]
+
+
+def test_matching_without_faces_and_with_degenerate_boxes():
+    anchors = t([0, 0, 10, 10], [0, 0, 20, 20])
+    empty = match_anchors(anchors, torch.zeros(0, 4))
+    assert empty.labels.tolist() == [0, 0]
+    degenerate = match_anchors(anchors, t([5, 5, 5, 9]))   # zero width: dropped, not forced
+    assert degenerate.labels.tolist() == [0, 0]
+    batch = match_batch(anchors, [t([0, 0, 10, 10]), torch.zeros(0, 4)])
+    assert batch.labels.tolist() == [[1, 0], [0, 0]] and batch.boxes.shape == (2, 2, 4)
