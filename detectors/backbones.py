@@ -24,31 +24,18 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from nas_search.registry import Registry
+
 BACKBONE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 EXTRA_STRIDES: tuple[int, ...] = (64, 128)
 
 BackboneFactory = Callable[..., "Backbone"]
-BACKBONES: dict[str, BackboneFactory] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: register a backbone constructor under ``name``."""
-
-    def deco(factory: BackboneFactory) -> BackboneFactory:
-        if name in BACKBONES:
-            raise KeyError(f"backbone {name!r} is already registered")
-        BACKBONES[name] = factory
-        return factory
-
-    return deco
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+register_backbone = BACKBONES.register
 
 
 def build_backbone(name: str, **kwargs) -> "Backbone":
-    try:
-        factory = BACKBONES[name]
-    except KeyError:
-        raise KeyError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}") from None
-    return factory(**kwargs)
+    return BACKBONES.build(name, **kwargs)
 
 
 class Backbone(nn.Module):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas_search.registry import Registry
 from detectors.box_ops import VARIANCES, decode, encode
 from detectors.heads import DetectorOutput, ShotOutput
 from detectors.matching import match_batch
@@ -159,27 +160,12 @@ class DSFDLoss(DualShotLoss):
 
 
 LossFactory = Callable[..., DualShotLoss]
-LOSSES: dict[str, LossFactory] = {}
-
-
-def register_loss(name: str) -> Callable[[LossFactory], LossFactory]:
-    """Decorator: register a loss constructor under ``name`` (selectable from configs)."""
-
-    def deco(factory: LossFactory) -> LossFactory:
-        if name in LOSSES:
-            raise KeyError(f"loss {name!r} is already registered")
-        LOSSES[name] = factory
-        return factory
-
-    return deco
+LOSSES: Registry[LossFactory] = Registry("loss")
+register_loss = LOSSES.register
 
 
 def build_loss(name: str, **kwargs) -> DualShotLoss:
-    try:
-        factory = LOSSES[name]
-    except KeyError:
-        raise KeyError(f"unknown loss {name!r}; registered: {sorted(LOSSES)}") from None
-    return factory(**kwargs)
+    return LOSSES.build(name, **kwargs)
 
 
 register_loss("drmc")(DRMCLoss)

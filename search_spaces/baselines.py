@@ -20,36 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genotypes.schema import LEVELS
+from nas_search.registry import Registry
 from search_spaces.ops import ConvBNAct, Kernel, SepConv, downsample_to, fit_to, upsample_to
 
 FeatureModuleFactory = Callable[..., nn.Module]
 
-_FEATURE_MODULES: dict[str, FeatureModuleFactory] = {}
-
-
-def register_feature_module(name: str) -> Callable[[FeatureModuleFactory], FeatureModuleFactory]:
-    """Decorator: register ``factory(channels, **kwargs) -> FeatureModule`` under ``name``."""
-
-    def deco(factory: FeatureModuleFactory) -> FeatureModuleFactory:
-        if name in _FEATURE_MODULES and _FEATURE_MODULES[name] is not factory:
-            raise KeyError(f"feature module {name!r} is already registered")
-        _FEATURE_MODULES[name] = factory
-        return factory
-
-    return deco
+FEATURE_MODULES: Registry[FeatureModuleFactory] = Registry("feature module")
+register_feature_module = FEATURE_MODULES.register
+list_feature_modules = FEATURE_MODULES.names
 
 
 def build_feature_module(name: str, channels: int, **kwargs) -> nn.Module:
-    try:
-        factory = _FEATURE_MODULES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown feature module {name!r}; registered: {sorted(_FEATURE_MODULES)}") from None
-    return factory(channels, **kwargs)
-
-
-def list_feature_modules() -> list[str]:
-    return sorted(_FEATURE_MODULES)
+    """Build the registered feature module ``name`` (``factory(channels, **kwargs)``)."""
+    return FEATURE_MODULES.build(name, channels, **kwargs)
 
 
 class FeatureModule(nn.Module):
