@@ -1,0 +1,367 @@
+"""The end-to-end steps behind ``asfd search / derive / compare / tune / demo``.
+
+search (AutoFEM supernet, :mod:`detectors.search_task`) -> genotype -> derive (a fixed ASFD
+network, :func:`detectors.asfd.build_asfd`) -> retrain (:func:`detectors.train.train`) ->
+evaluate (WIDER Easy/Medium/Hard AP). Each step is a function of dataclass configs and paths so
+that the CLI, the comparison and the tuner compose the same code.
+
+Multi-process search: :func:`spawn_gloo` starts ``nproc`` local workers joined in a gloo
+process group (gloo on CPU and GPU alike: the engine's collectives include CPU scalars, which
+NCCL rejects); ``torchrun`` launches are joined by :func:`init_from_env`. The engine keeps the
+ranks identical (broadcast initial state, averaged gradients, one Gumbel stream).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+from detectors.asfd import (
+    ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, build_asfd, save_model,
+)
+from detectors.config import (
+    ConfigError, DataSource, TrainConfig, _from_dict, apply_overrides, config_from_dict,
+)
+from detectors.data.synthetic import ANNOTATION_FILE, make_synthetic
+from detectors.macs import Profile, profile_model
+from detectors.search_task import FaceSearchTask, SearchFile, search_file_from_dict
+from detectors.train import STATE_FILE, TrainEvent, TrainResult, train
+from genotypes.io import load_genotype
+from genotypes.schema import Genotype
+from nas_search.registry import list_ops
+from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, ProgressFn, search
+from nas_search.supernet import Supernet
+
+SEARCH_CONFIG_FILE = "search_config.yaml"
+GENOTYPE_SVG = "genotype.svg"
+HISTORY_PNG = "history.png"
+
+
+# ----------------------------------------------------------------------------- data
+def synthetic_dataset(out_dir: str | Path, n_images: int = 32, size: tuple[int, int] = (320, 240),
+                      seed: int = 0) -> Path:
+    """A SMOKE-TEST folder of synthetic faces (:mod:`detectors.data.synthetic`) at ``out_dir``;
+    an existing one is reused (a resumed run sees the same images)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / ANNOTATION_FILE).is_file():
+        make_synthetic(out_dir, n_images, seed=seed, size=size)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- distributed
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        fn(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_gloo(fn: Callable[..., Any], nproc: int, *args: Any) -> None:
+    """Run ``fn(*args)`` in ``nproc`` spawned processes joined in a local gloo process group.
+
+    ``fn`` and ``args`` must be picklable (a module-level function); an exception in any worker
+    is raised here.
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    mp.spawn(_gloo_worker, args=(nproc, _free_port(), fn, args), nprocs=nproc, join=True)
+
+
+@contextlib.contextmanager
+def init_from_env() -> Iterator[int]:
+    """Join the gloo process group described by ``torchrun``'s environment (``WORLD_SIZE`` > 1)
+    for the duration of the block; yields this process's rank (0 without torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield dist.get_rank() if dist.is_initialized() else 0
+        return
+    dist.init_process_group("gloo")
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+# ----------------------------------------------------------------------------- search
+@dataclass
+class SearchArtifacts:
+    """What a search leaves in its run folder (``svg`` is None without Graphviz' ``dot`` and,
+    like ``history_png``, when not rendered), and the searched supernet when it ran in this
+    process."""
+
+    run_dir: Path
+    genotype: Genotype
+    genotype_path: Path
+    history_path: Path
+    svg: Path | None
+    history_png: Path | None
+    supernet: Supernet | None = None
+
+
+def search_steps(spec: SearchFile, data: DataSource) -> int:
+    """Steps of a single-process search of ``spec`` on ``data`` (for progress bars)."""
+    return FaceSearchTask(spec.task, data, spec.search.seed).steps_per_epoch * spec.search.epochs
+
+
+def rank_device(device: str) -> str:
+    """``device`` for this process: in a process group, plain ``cuda`` means this rank's GPU
+    (``LOCAL_RANK`` under torchrun, else the rank, modulo the GPUs present)."""
+    if device != "cuda" or not dist.is_initialized():
+        return device
+    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    return f"cuda:{local % torch.cuda.device_count()}"
+
+
+def _search_in_process(spec: SearchFile, data: DataSource, run_dir: Path, resume: bool,
+                       progress: ProgressFn | None = None) -> Supernet:
+    task = FaceSearchTask(spec.task, data, seed=spec.search.seed)
+    config = dataclasses.replace(spec.search, device=rank_device(spec.search.device))
+    return search(task, config, run_dir, resume=resume, progress=progress).model
+
+
+def run_search(spec: SearchFile, data: DataSource, run_dir: str | Path, resume: bool = False,
+               progress: ProgressFn | None = None, nproc: int = 1, render: bool = True
+               ) -> SearchArtifacts | None:
+    """Search, then (``render``) write ``genotype.svg`` and ``history.png`` beside the engine's
+    files.
+
+    ``nproc > 1`` spawns gloo workers (``progress`` is then not called). Under ``torchrun`` every
+    rank calls this; rank 0 alone writes and returns the artifacts, the others return None.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _rank() == 0:
+        (run_dir / SEARCH_CONFIG_FILE).write_text(yaml.safe_dump(
+            {"data": dataclasses.asdict(data), **spec.to_dict()}, sort_keys=False))
+    supernet = None
+    if nproc > 1:
+        spawn_gloo(_search_in_process, nproc, spec, data, run_dir, resume)
+    else:
+        supernet = _search_in_process(spec, data, run_dir, resume, progress)
+    if _rank() != 0:
+        return None
+    return dataclasses.replace(render_search(run_dir, render), supernet=supernet)
+
+
+def render_search(run_dir: str | Path, render: bool = True, max_panels: int = 12
+                  ) -> SearchArtifacts:
+    """A finished search's artifacts; with ``render``, first draw its genotype (svg) and the
+    history of its structural choices (png): the parent probabilities ``gamma`` of the CPM
+    nodes, or the path fusion ``beta`` of the FPN levels (``asfd plot-history`` draws any
+    other parameter group)."""
+    from visualize.history import load_history, plot_history
+
+    run_dir = Path(run_dir)
+    genotype = load_genotype(run_dir / GENOTYPE_FILE, known_ops=list_ops())
+    svg = png = None
+    if render:
+        try:
+            from visualize.render import render_genotype
+
+            svg = render_genotype(genotype, run_dir / GENOTYPE_SVG)
+        except (ImportError, RuntimeError) as exc:  # graphviz package or `dot` missing
+            warnings.warn(f"genotype not rendered: {exc}", stacklevel=2)
+        png = plot_history(load_history(run_dir), run_dir / HISTORY_PNG,
+                           params="gamma" if genotype.cells else "beta", max_panels=max_panels)
+    return SearchArtifacts(run_dir, genotype, run_dir / GENOTYPE_FILE, run_dir / HISTORY_FILE,
+                           svg, png)
+
+
+# ----------------------------------------------------------------------------- derive
+def resolve_search_output(source: str | Path) -> Path | str:
+    """A run folder's ``genotype.yaml``, else ``source`` itself (a genotype file or name)."""
+    path = Path(source)
+    return path / GENOTYPE_FILE if path.is_dir() else source
+
+
+def feature_modules_for(variant: Variant, genotype: Genotype) -> tuple[str, ...]:
+    """The variant's AutoFEM cascade restricted to the parts ``genotype`` has.
+
+    A search yields one part (``fpn`` or ``cells``); a variant whose cascade needs the other
+    keeps the searched part alone, e.g. D0 (AutoFEM-CPM) of an FPN search gets AutoFEM-FPN.
+    """
+    has = {"autofem_fpn": genotype.fpn is not None, "autofem_cpm": bool(genotype.cells)}
+    cascade = asfd_config(variant).feature_modules
+    kept = tuple(m for m in cascade if m not in GENOTYPE_FEATURE_MODULES or has[m])
+    return kept or tuple(m for m in ("autofem_fpn", "autofem_cpm") if has[m])
+
+
+def derive_detector(genotype: Genotype | str | Path, variant: Variant = "D0",
+                    **overrides: Any) -> ASFD:
+    """The fixed, untrained ASFD-``variant`` network of a searched genotype (Sec. 3.4)."""
+    if not isinstance(genotype, Genotype):
+        genotype = load_genotype(resolve_search_output(genotype), known_ops=list_ops())
+    overrides.setdefault("feature_modules", feature_modules_for(variant, genotype))
+    return build_asfd(variant, genotype, **overrides)
+
+
+def detector_options(variant: Variant, genotype: Genotype) -> dict[str, Any]:
+    """``ModelConfig.options`` that build ``variant`` from ``genotype``: the feature modules,
+    when :func:`feature_modules_for` differs from the variant's own cascade."""
+    modules = feature_modules_for(variant, genotype)
+    if modules == asfd_config(variant).feature_modules:
+        return {}
+    return {"feature_modules": list(modules)}
+
+
+# ----------------------------------------------------------------------------- configs
+SettingsT = TypeVar("SettingsT")
+
+
+@dataclass
+class PipelineConfig(Generic[SettingsT]):
+    """A search-then-retrain config file: the search file's ``task`` and ``search`` sections,
+    ``train`` (a :class:`detectors.config.TrainConfig` mapping whose ``model`` and ``data`` the
+    pipeline fills) and one command-specific section (``settings``)."""
+
+    search: SearchFile
+    train: dict[str, Any]
+    settings: SettingsT
+
+
+def load_pipeline_config(path: str | Path | None, settings_type: type[SettingsT], section: str,
+                         budget: str | None = None, overrides: Sequence[str] = ()
+                         ) -> PipelineConfig[SettingsT]:
+    """Read the YAML, apply its ``budgets[budget]`` list of ``key=value``, then ``overrides``;
+    errors name the file and the dotted key."""
+    source = str(path) if path else "defaults"
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config not found: {path}")
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    budgets = data.pop("budgets", None) or {}
+    if budget is not None:
+        if budget not in budgets:
+            raise ConfigError(f"{source}: no budget {budget!r}; defined: {sorted(budgets)}")
+        data = apply_overrides(data, list(budgets[budget]))
+    data = apply_overrides(data, list(overrides))
+    unknown = sorted(set(data) - {"task", "search", "train", section})
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; expected task, search, "
+                          f"train, {section}, budgets")
+    search_part = search_file_from_dict({k: data[k] for k in ("task", "search") if k in data},
+                                        source)
+    train = data.get("train") or {}
+    config_from_dict(copy.deepcopy(train), f"{source}: train")  # validate early
+    try:
+        settings = _from_dict(settings_type, data.get(section) or {}, section)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return PipelineConfig(search_part, train, settings)
+
+
+# ----------------------------------------------------------------------------- retrain
+def held_out_split(data_dir: str | Path, holdout_fraction: float) -> tuple[DataSource, DataSource]:
+    """``(train, held-out)`` sources of one folder (:func:`detectors.train.split_images`)."""
+    return (DataSource(str(data_dir), subset="train", val_fraction=holdout_fraction),
+            DataSource(str(data_dir), subset="val", val_fraction=holdout_fraction))
+
+
+def with_genotype(config: TrainConfig, genotype: str | Path, variant: Variant) -> TrainConfig:
+    """``config`` set to train ASFD-``variant`` of ``genotype`` (a file or a shipped name)."""
+    loaded = load_genotype(genotype, known_ops=list_ops())
+    options = {**config.model.options, **detector_options(variant, loaded)}
+    model = dataclasses.replace(config.model, name=variant, genotype=str(genotype),
+                                options=options)
+    return dataclasses.replace(config, model=model)
+
+
+def retrain_config(train: dict[str, Any], genotype: str | Path, variant: Variant,
+                   data_dir: str | Path, holdout_fraction: float) -> TrainConfig:
+    """``train``'s recipe for ASFD-``variant`` of ``genotype``, trained on the ``train`` part of
+    ``data_dir`` and evaluated on its held-out part (:func:`held_out_split`)."""
+    config = with_genotype(config_from_dict(copy.deepcopy(train), "train"), genotype, variant)
+    fit, held_out = held_out_split(data_dir, holdout_fraction)
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, train=[fit],
+                                                                val=held_out))
+
+
+def retrain(config: TrainConfig, out_dir: str | Path,
+            callback: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+    """Train (or, when ``out_dir`` holds an unfinished run, resume) and evaluate on
+    ``config.data.val``; the AP is in ``result.progress.metrics``."""
+    return train(config, out_dir, resume=(Path(out_dir) / STATE_FILE).is_file(),
+                 callback=callback)
+
+
+# ----------------------------------------------------------------------------- demo
+@dataclass
+class DemoSettings:
+    """``demo`` section: held-out share, ASFD variant, and the synthetic set made when no data
+    folder is given (``synthetic_size`` is width, height)."""
+
+    holdout_fraction: float = 0.25
+    variant: Variant = "D0"
+    synthetic_images: int = 48
+    synthetic_size: list[int] = dataclasses.field(default_factory=lambda: [320, 240])
+
+
+@dataclass
+class DemoResult:
+    """Where everything of a demo run is; ``synthetic``: AP is a smoke test, not a figure."""
+
+    data_dir: Path
+    synthetic: bool
+    search: SearchArtifacts
+    untrained_model: Path
+    profile: Profile
+    train_dir: Path
+    metrics: dict[str, float]
+
+
+def run_demo(config: PipelineConfig[DemoSettings], out_dir: str | Path,
+             data_dir: str | Path | None = None,
+             search_progress: Callable[[int], ProgressFn] | None = None,
+             train_callback: Callable[[TrainEvent], None] | None = None) -> DemoResult:
+    """The whole method on a small budget: (synthetic data,) an AutoFEM-CPM search, the derived
+    ASFD network, a short retraining and its held-out AP. Rerunning resumes what is unfinished.
+
+    ``search_progress(total_steps)`` returns the search's progress callback."""
+    out_dir = Path(out_dir)
+    settings = config.settings
+    synthetic = data_dir is None
+    if synthetic:
+        width, height = settings.synthetic_size
+        data_dir = synthetic_dataset(out_dir / "data", settings.synthetic_images, (width, height),
+                                     config.search.search.seed)
+    fit, _ = held_out_split(data_dir, settings.holdout_fraction)
+    search_dir = out_dir / "search"
+    progress = None if search_progress is None else search_progress(
+        search_steps(config.search, fit))
+    artifacts = run_search(config.search, fit, search_dir,
+                           resume=(search_dir / CHECKPOINT_FILE).is_file(), progress=progress)
+    model = derive_detector(artifacts.genotype, settings.variant)
+    untrained = save_model(model, out_dir / "model_untrained.pt",
+                           extra={"derived_from": str(artifacts.genotype_path)})
+    train_config = retrain_config(config.train, artifacts.genotype_path, settings.variant,
+                                  data_dir, settings.holdout_fraction)
+    result = retrain(train_config, out_dir / "train", train_callback)
+    return DemoResult(Path(data_dir), synthetic, artifacts, untrained, profile_model(model),
+                      out_dir / "train", result.progress.metrics)
