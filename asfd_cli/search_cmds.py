@@ -162,7 +162,7 @@ def register_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concat", choices=("cat_leaf", "cat_all"), help="CPM cell output")
     p.add_argument("--nodes", type=int, help="intermediate nodes per CPM cell")
     p.add_argument("--epochs", type=int,
-                   help=f"search epochs (warm-up: {WARMUP_SHARE:.0%} unless --warmup)")
+                   help=f"search epochs (warm-up: {WARMUP_SHARE:.0%}% unless --warmup)")
     p.add_argument("--warmup", type=int, help="epochs before the architecture steps start")
     p.add_argument("--channels", type=int, help="supernet width")
     p.add_argument("--backbone", help="backbone name (e.g. mobilenet0.25, resnet50)")
