@@ -1,0 +1,136 @@
+"""CPU speed of ASFD-D0, D1 and the RetinaFace-style baseline, side by side in one run.
+
+Per model (untrained weights: speed does not depend on them):
+
+* latency: median wall-clock ms of the network's forward pass on one 640x480 image (Table 5's
+  LAT, the paper's is on a GPU), with 1 and 2 intra-op threads, in PyTorch (eval mode,
+  ``inference_mode``) and in onnxruntime (the raw export of :mod:`detectors.export`, anchors
+  included). Decoding and NMS are left out: their cost depends on how many boxes a *trained*
+  model scores above the threshold, not on the architecture.
+* training throughput: images/s of full SGD steps (forward, the model's loss with matching and
+  hard negative mining, backward, update) at 640x640, batch 2, with the largest thread count.
+
+Run: ``PYTHONPATH=. python bench/infer_speed.py [--json out.json]``; on a shared machine pin
+the cores (``taskset -c 0,1``) and close other work, the medians are only as quiet as the box.
+
+Measured (``taskset -c 0,1`` on the Xeon host of an H100 machine, torch 2.11, onnxruntime 1.30,
+5 runs; ms at 640x480 for 1 / 2 threads, training img/s at 640x640 batch 2 with 2 threads):
+
+==================  ======  =====  ===============  ==============  ===========
+model               params  MACs   PyTorch 1T / 2T  ORT 1T / 2T     train img/s
+==================  ======  =====  ===============  ==============  ===========
+ASFD-D0             0.62 M  1.37G  119 / 98         33.5 / 25.8     1.6
+ASFD-D1             3.75 M  4.83G  177 / 149        91.7 / 57.9     1.0
+RetinaFace-style    0.46 M  0.74G  42.6 / 27.0      18.1 / 13.8     6.5
+==================  ======  =====  ===============  ==============  ===========
+
+With 2 threads on 2 cores that another process also uses, PyTorch's latency collapses (D0:
+5,200 ms instead of ~100): give a timed run the cores to itself, or 1 thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from detectors.config import ModelConfig
+from detectors.export import export_onnx, onnx_session
+from detectors.losses import build_loss
+from detectors.macs import measure_latency, profile_model
+from detectors.train import build_model
+
+#: Model name -> the loss it trains with (configs/train_*.yaml).
+MODELS: dict[str, str] = {"D0": "drmc", "D1": "drmc", "retinaface_mnet025": "retinaface"}
+
+
+def onnx_latency(path: Path, size: tuple[int, int], threads: int, repeats: int,
+                 warmup: int = 2) -> float:
+    """Median ms of one onnxruntime run on a ``size = (W, H)`` image."""
+    session = onnx_session(path, threads)
+    width, height = size
+    feed = {"images": np.zeros((1, 3, height, width), np.float32)}
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def train_images_per_s(model: torch.nn.Module, loss_name: str, size: int, batch: int,
+                       steps: int, warmup: int = 1) -> float:
+    """Images/s of SGD steps on random images with three faces each (median step time)."""
+    loss_fn = build_loss(loss_name)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    images = torch.randn(batch, 3, size, size)
+    faces = [torch.tensor([[20.0, 30, 60, 80], [200, 200, 264, 280], [300, 100, 500, 340]])] * batch
+    model.train()
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        loss = loss_fn(model(images), faces).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
+    parser.add_argument("--train-size", type=int, default=640)
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    size = (640, 480)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            torch.manual_seed(0)
+            model = build_model(ModelConfig(name=name)).eval()
+            prof = profile_model(model, size)
+            path = export_onnx(model, Path(tmp) / f"{name}.onnx", sample_size=(size[1], size[0]))
+            row = {"model": name, "params_m": prof.params_m, "macs_g": prof.macs_b}
+            for t in args.threads:
+                torch.set_num_threads(t)
+                row[f"torch_ms_{t}t"] = measure_latency(model, size, args.repeats)
+                row[f"onnx_ms_{t}t"] = onnx_latency(path, size, t, args.repeats)
+            torch.set_num_threads(max(args.threads))
+            row["train_img_s"] = train_images_per_s(model, MODELS[name], args.train_size,
+                                                    args.train_batch, args.train_steps)
+            rows.append(row)
+
+    table = Table(title=f"CPU speed: forward latency at {size[0]}x{size[1]} (median of "
+                        f"{args.repeats}), training at {args.train_size}x{args.train_size} batch "
+                        f"{args.train_batch} ({max(args.threads)} threads)")
+    headers = {"model": "model", "params_m": "params (M)", "macs_g": "MACs (G)",
+               **{f"{rt}_ms_{t}t": f"{label} {t}T (ms)" for t in args.threads
+                  for rt, label in (("torch", "PyTorch"), ("onnx", "ORT"))},
+               "train_img_s": "train img/s"}
+    for key in rows[0]:
+        table.add_column(headers[key], justify="left" if key == "model" else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.2f}" if isinstance(v, float) else v for v in row.values()))
+    Console(width=160).print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"size": size, "threads": args.threads,
+                                         "torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

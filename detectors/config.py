@@ -1,0 +1,277 @@
+"""Training configuration: nested dataclasses read from YAML, overridable with ``key=value``.
+
+A config file mirrors :class:`TrainConfig` section by section (``model``, ``data``, ``optim``,
+``schedule``, ``loss``, ``eval``, ``run``); every key is optional and unknown keys are errors
+naming the file and the dotted key. ``_base_: other.yaml`` (relative to the file) starts from
+another config: sections merge key by key, and a key's value (a list, a mapping such as
+``data.val``, a scalar) replaces the base's whole.
+``--set optim.lr=0.01`` (parsed as YAML, so lists and booleans work:
+``--set schedule.milestones=[10,16]``) overrides any field after loading.
+
+Defaults are the paper's recipe (Sec. 4.1): SGD momentum 0.9, weight decay 5e-4, lr linearly
+from 1e-6 to 0.015 over the first 500 iterations, divided by 10 at epochs 25 and 40 of 50;
+the rest (input size, batch, matching, loss constants) is our choice, documented per field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Subset = Literal["all", "train", "val"]
+
+
+class ConfigError(ValueError):
+    """A malformed config: the message names the file and the dotted key."""
+
+
+@dataclass
+class DataSource:
+    """One WIDER-format folder: ``images/<event>/<name>.jpg`` + one ``*_bbx_gt.txt``, or the
+    official WIDER FACE layout (``WIDER_<split>/images``, ``wider_face_split/``), then
+    ``wider_split`` (``train`` / ``val``) says which split.
+
+    ``images`` is an optional list file (one relative image path per line, ``#`` comments)
+    restricting the folder to those images. ``subset`` then splits what remains into a
+    deterministic train/val partition (:func:`detectors.train.split_images`): within each event,
+    images sorted by name, every ``1/val_fraction``-th one (evenly spaced) is ``val``, the others
+    ``train``. Use the same ``val_fraction`` on the train and val side to hold out part of a folder.
+
+    ``ground_truth``: the folder of the official evaluation ``.mat`` files (``eval_tools``'
+    ``ground_truth/``) when it is not ``<dir>/ground_truth`` or ``<dir>``; evaluation only.
+    """
+
+    dir: str
+    wider_split: Literal["train", "val"] | None = None
+    images: str | None = None
+    subset: Subset = "all"
+    val_fraction: float = 0.5
+    ground_truth: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    """``name``: an ASFD variant ``D0``..``D6``, a reference detector (``retinaface_mnet025``,
+    ``dsfd_like``) or a model file (``model.pt``: its architecture and weights are the starting
+    point, e.g. a derived network); ``genotype``: a library name or a YAML file (ASFD variants);
+    ``pretrained``: optional local ImageNet weights of the backbone (nothing downloads);
+    ``options``: extra keyword arguments of the reference detector's builder."""
+
+    name: str = "D0"
+    genotype: str = "asfd_paper_like"
+    pretrained: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """``size``: square training input (after crop + resize); ``workers``: DataLoader processes."""
+
+    train: list[DataSource] = field(default_factory=list)
+    val: DataSource | None = None
+    size: int = 640
+    batch_size: int = 8
+    workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    """SGD (Sec. 4.1). ``lr`` is the rate after warm-up; ``grad_clip`` the max global L2 norm
+    (0 disables; our choice, it keeps from-scratch training of tiny models stable)."""
+
+    lr: float = 0.015
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 10.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warm-up from ``warmup_start_lr`` over ``warmup_iters`` iterations, then the lr is
+    multiplied by ``gamma`` at each milestone; training ends after ``epochs``.
+
+    ``milestone_unit``: ``epoch`` (the paper's: ``milestones`` are epochs) or ``budget``
+    (``milestones`` are fractions of ``run.max_minutes`` elapsed, e.g. ``[0.6, 0.85]``, and
+    ``epochs`` is only an upper bound): for time-boxed runs whose speed is not known in advance
+    (a shared CPU). The lr then depends on the wall clock, so such runs are not bit-reproducible.
+    """
+
+    epochs: int = 50
+    milestones: list[float] = field(default_factory=lambda: [25, 40])
+    milestone_unit: Literal["epoch", "budget"] = "epoch"
+    gamma: float = 0.1
+    warmup_iters: int = 500
+    warmup_start_lr: float = 1e-6
+
+
+@dataclass
+class LossConfig:
+    """``name`` in ``detectors.losses.LOSSES``; ``params`` its keyword arguments (DRMC: ``margin``
+    m, ``lambda1``, ``lambda2``, ``iou_threshold`` of the anchor matching; the paper gives no
+    values, :mod:`detectors.losses` documents ours)."""
+
+    name: str = "drmc"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    """AP on ``data.val`` every ``every`` epochs (0: only at the end) with
+    :class:`detectors.inference.Detector`; images whose longer side exceeds ``max_size`` are
+    shrunk to it (None: original size, the paper's single-scale protocol)."""
+
+    every: int = 5
+    score_threshold: float = 0.05
+    max_size: int | None = None
+
+
+@dataclass
+class RunConfig:
+    """``max_minutes``: wall-clock budget; on expiry the run checkpoints, evaluates and stops.
+    ``amp``: mixed precision, used on CUDA only. ``threads``: torch CPU threads (0: the cores
+    shared out among the local processes). ``log_every``: iterations between metrics.csv rows;
+    ``checkpoint_every``: epochs between checkpoints (one is also written on stopping)."""
+
+    seed: int = 0
+    max_minutes: float | None = None
+    amp: bool = True
+    device: str = "auto"
+    threads: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 1
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- typed conversion
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """``value`` (plain YAML data) as type ``tp``; ``ConfigError`` naming ``where`` otherwise."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of "
+                          f"{[getattr(o, '__name__', str(o)) for o in options]}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {missing}")
+    return cls(**{k: _convert(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in data.items()})
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys from ``key=value`` strings (values parsed as YAML) in nested ``data``."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=0.01")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """A validated :class:`TrainConfig`; errors name ``source`` and the dotted key."""
+    try:
+        return _from_dict(TrainConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, section by section; within a section, values are replaced
+    whole (a data source given in a child config is not mixed with the base's)."""
+    return {**base, **{section: {**base[section], **value}
+                       if isinstance(value, dict) and isinstance(base.get(section), dict)
+                       else value for section, value in update.items()}}
+
+
+def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as plain data, its ``_base_`` chain resolved."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: _base_ chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    return merge(read_config_file(path.parent / base, (*_seen, path.resolve())), data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config (or start from the defaults) and apply ``key=value`` overrides.
+
+    Relative data paths stay relative to the working directory (the project root for the
+    shipped configs).
+    """
+    data = {} if path is None else read_config_file(Path(path))
+    source = "defaults" if path is None else str(path)
+    return config_from_dict(apply_overrides(data, list(overrides)), source)

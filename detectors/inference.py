@@ -1,0 +1,322 @@
+"""Inference: a :class:`Detector` (model + anchors + decoding + NMS), multi-scale test with box
+voting, batched folder detection, and the output files (JSON, WIDER txt, picture).
+
+Single-scale post-processing (paper Sec. 4.1), per image, on the second shot only: softmax face
+scores, SSD-decoded boxes (:func:`detectors.box_ops.decode`), the 5000 best, those scoring above
+``score_threshold`` (0.05 for evaluation as in the WIDER protocol's practice, 0.5 for pictures),
+greedy NMS at IoU 0.3, at most 750 kept. Taking the top 5000 before or after the threshold gives
+the same set; we take it first, which is also what the ONNX graph does (:mod:`detectors.export`).
+
+Multi-scale test (DSFD/SFD's "multi-scale" results, our reading): the image is run at every
+scale of :attr:`MultiScaleTest.scales`, and mirrored when ``flip``; each pass is post-processed
+as above and its boxes mapped back to the original image; all of them are merged by
+:func:`box_voting`. DSFD also drops large boxes at up-scaled and small ones at down-scaled
+passes; we do not (no such thresholds are given in the ASFD paper).
+
+Batches: images of different sizes are padded right/bottom to the largest height and width of
+the batch with zeros in normalised space (the mean pixel); anchors start at the top-left corner,
+so coordinates are unaffected, and boxes are clipped to each image's own size. Features near the
+padded border see the padding instead of the network's zero padding, so a padded batch matches
+single-image inference up to border effects; same-sized images batch exactly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import Tensor, nn
+
+from detectors.box_ops import box_iou, decode, nms
+from detectors.data.image import load_image, read_image_size, to_tensor
+from detectors.data.wider import IMAGE_EXTENSIONS
+from detectors.evaluation.wider_eval import write_wider_predictions
+from detectors.heads import ShotOutput
+from detectors.reference_detectors import load_detector
+
+ImageInput = np.ndarray | Image.Image | str | Path
+
+
+class Detections(NamedTuple):
+    """Faces found in one image: ``boxes [N, 4]`` ``xyxy`` in original pixels, ``scores [N]``,
+    highest score first."""
+
+    boxes: Tensor
+    scores: Tensor
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Sec. 4.1: NMS at ``nms_iou`` keeping ``post_nms_top_k`` of the ``pre_nms_top_k`` best."""
+
+    score_threshold: float = 0.05
+    pre_nms_top_k: int = 5000
+    nms_iou: float = 0.3
+    post_nms_top_k: int = 750
+
+
+@dataclass(frozen=True)
+class MultiScaleTest:
+    """Scales (relative to the original size), horizontal flip, and the box-voting settings."""
+
+    scales: tuple[float, ...] = (0.5, 1.0, 1.5)
+    flip: bool = True
+    vote_iou: float = 0.3
+    min_votes: int = 2
+
+
+PICTURE_THRESHOLD = 0.5
+
+
+def decode_shot(shot: ShotOutput) -> tuple[Tensor, Tensor]:
+    """``(boxes [B, A, 4] xyxy, face scores [B, A])`` from one shot's raw outputs."""
+    return decode(shot.reg, shot.anchors.unsqueeze(0)), shot.cls.softmax(-1)[..., 1]
+
+
+def select(boxes: Tensor, scores: Tensor, cfg: PostProcess) -> Detections:
+    """One image's post-processing: top ``pre_nms_top_k``, threshold (``>``), NMS, top
+    ``post_nms_top_k``."""
+    top = scores.topk(min(cfg.pre_nms_top_k, scores.numel())).indices
+    boxes, scores = boxes[top], scores[top]
+    keep = scores > cfg.score_threshold
+    boxes, scores = boxes[keep], scores[keep]
+    kept = nms(boxes, scores, cfg.nms_iou, None, cfg.post_nms_top_k)
+    return Detections(boxes[kept], scores[kept])
+
+
+def box_voting(
+    boxes: Tensor, scores: Tensor, iou_threshold: float = 0.3, min_votes: int = 2,
+    top_k: int | None = 750,
+) -> Detections:
+    """SFD/DSFD box voting: repeatedly take the best remaining box and the remaining boxes that
+    overlap it with IoU >= ``iou_threshold`` (itself included); they leave the pool and, when at
+    least ``min_votes`` of them (SFD: 2, so a box no other pass confirms is dropped), become one
+    box: coordinates averaged with the scores as weights, score = their maximum."""
+    order = scores.argsort(descending=True)
+    boxes, scores = boxes[order], scores[order]
+    overlap = box_iou(boxes, boxes) >= iou_threshold
+    alive = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    merged_boxes, merged_scores = [], []
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
+        group = alive & overlap[i]
+        alive &= ~group
+        if int(group.sum()) < min_votes:
+            continue
+        weights = scores[group]
+        merged_boxes.append((boxes[group] * weights[:, None]).sum(0) / weights.sum())
+        merged_scores.append(weights.max())
+        if top_k is not None and len(merged_boxes) == top_k:
+            break
+    if not merged_boxes:
+        return Detections(boxes.new_zeros((0, 4)), scores.new_zeros(0))
+    return Detections(torch.stack(merged_boxes), torch.stack(merged_scores))
+
+
+def flip_boxes(boxes: Tensor, width: int) -> Tensor:
+    """Mirror ``xyxy`` boxes of an image ``width`` pixels wide (an involution)."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], -1)
+
+
+def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    limits = boxes.new_tensor([width, height, width, height])
+    return torch.minimum(boxes.clamp(min=0), limits)
+
+
+def as_array(image: ImageInput) -> np.ndarray:
+    """An ``HWC`` uint8 RGB array from an array, a PIL image or a file path."""
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    return image
+
+
+def pad_batch(tensors: Sequence[Tensor]) -> Tensor:
+    """Stack ``[3, H_i, W_i]`` tensors, zero-padding right/bottom to the largest size."""
+    height = max(t.shape[1] for t in tensors)
+    width = max(t.shape[2] for t in tensors)
+    return torch.stack([F.pad(t, (0, width - t.shape[2], 0, height - t.shape[1])) for t in tensors])
+
+
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """Resize by ``scale`` (bilinear; sides rounded, at least 1 pixel)."""
+    if scale == 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+
+def find_images(folder: str | Path) -> dict[str, Path]:
+    """Images under ``folder`` (recursively), keyed by their path relative to it, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
+
+
+class DetectorBase:
+    """Test-time recipe around a network's raw outputs: resizing, batching, post-processing,
+    multi-scale test. Subclasses provide :meth:`raw` (PyTorch: :class:`Detector`; onnxruntime:
+    :class:`detectors.export.OnnxDetector`). ``max_size`` (optional) shrinks images whose longer
+    side exceeds it before the network (boxes are mapped back); None keeps the original size
+    (the paper's single-scale protocol)."""
+
+    def __init__(self, postprocess: PostProcess = PostProcess(),
+                 max_size: int | None = None) -> None:
+        self.postprocess = postprocess
+        self.max_size = max_size
+
+    def raw(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoded boxes ``[B, A, 4]`` and face scores ``[B, A]`` of a normalised batch."""
+        raise NotImplementedError
+
+    def _base_scale(self, image: np.ndarray) -> float:
+        longer = max(image.shape[:2])
+        return min(1.0, self.max_size / longer) if self.max_size else 1.0
+
+    def _single_pass(self, arrays: Sequence[np.ndarray], scales: Sequence[float],
+                     flip: bool = False) -> list[Detections]:
+        """One batched pass: each image resized by its scale (and mirrored), then boxes mapped
+        back to that image's original frame."""
+        inputs = [resize_image(a, s) for a, s in zip(arrays, scales)]
+        if flip:
+            inputs = [np.ascontiguousarray(a[:, ::-1]) for a in inputs]
+        boxes, scores = self.raw(pad_batch([to_tensor(a) for a in inputs]))
+        results = []
+        for s, inp, b, sc in zip(scales, inputs, boxes, scores):
+            det = select(b, sc, self.postprocess)
+            found = clip_boxes(det.boxes, *inp.shape[:2])
+            if flip:
+                found = flip_boxes(found, inp.shape[1])
+            results.append(Detections(found / s, det.scores))
+        return results
+
+    def detect(self, images: Sequence[ImageInput],
+               multiscale: MultiScaleTest | None = None) -> list[Detections]:
+        """Faces in each image (arrays ``HWC`` RGB uint8, PIL images or paths), as one batch."""
+        arrays = [as_array(im) for im in images]
+        base = [self._base_scale(a) for a in arrays]
+        if multiscale is None:
+            return self._single_pass(arrays, base)
+        flips = (False, True) if multiscale.flip else (False,)
+        passes = [self._single_pass(arrays, [b * s for b in base], flip)
+                  for s in multiscale.scales for flip in flips]
+        return [box_voting(torch.cat([p[i].boxes for p in passes]),
+                           torch.cat([p[i].scores for p in passes]), multiscale.vote_iou,
+                           multiscale.min_votes, self.postprocess.post_nms_top_k)
+                for i in range(len(arrays))]
+
+    def detect_paths(
+        self, paths: Mapping[str, Path], batch_size: int = 1,
+        multiscale: MultiScaleTest | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Detections]:
+        """Detections keyed like ``paths``. Images are batched in order of size (see the module
+        docstring on padding); ``progress(done, total)`` is called after each batch."""
+        sizes = {key: read_image_size(p) for key, p in paths.items()}
+        order = sorted(paths, key=lambda k: (sizes[k][1], sizes[k][0]))
+        results: dict[str, Detections] = {}
+        for start in range(0, len(order), batch_size):
+            keys = order[start:start + batch_size]
+            for key, det in zip(keys, self.detect([paths[k] for k in keys], multiscale)):
+                results[key] = det
+            if progress is not None:
+                progress(len(results), len(order))
+        return {key: results[key] for key in paths}
+
+    def detect_folder(self, folder: str | Path, **kwargs) -> dict[str, Detections]:
+        """:meth:`detect_paths` on every image under ``folder`` (keys: relative paths)."""
+        return self.detect_paths(find_images(folder), **kwargs)
+
+
+class Detector(DetectorBase):
+    """A PyTorch detector (any model returning a :class:`~detectors.heads.DetectorOutput`)."""
+
+    def __init__(self, model: nn.Module, postprocess: PostProcess = PostProcess(),
+                 max_size: int | None = None, device: str | torch.device = "cpu") -> None:
+        super().__init__(postprocess, max_size)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> Detector:
+        """A detector from any model file :func:`~detectors.reference_detectors.load_detector`
+        reads."""
+        return cls(load_detector(path), **kwargs)
+
+    @torch.inference_mode()
+    def raw(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        boxes, scores = decode_shot(self.model(batch.to(self.device), first_shot=False).second)
+        return boxes.float().cpu(), scores.float().cpu()
+
+
+# ----------------------------------------------------------------------------- output files
+def detections_to_json(image: str | Path, size: tuple[int, int], det: Detections) -> dict:
+    """A JSON-ready record: image path, ``width``/``height``, boxes ``xyxy`` and scores."""
+    width, height = size
+    return {"image": str(image), "width": width, "height": height,
+            "detections": [{"box_xyxy": [round(v, 2) for v in box], "score": round(s, 5)}
+                           for box, s in zip(det.boxes.tolist(), det.scores.tolist())]}
+
+
+def draw_detections(image: np.ndarray, det: Detections, threshold: float = PICTURE_THRESHOLD,
+                    color: str = "#00ff66") -> Image.Image:
+    """The image with the boxes scoring at least ``threshold`` and their scores drawn on it."""
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    line = max(1, round(max(image.shape[:2]) / 400))
+    for box, score in zip(det.boxes.tolist(), det.scores.tolist()):
+        if score < threshold:
+            continue
+        draw.rectangle(box, outline=color, width=line)
+        draw.text((box[0], max(0.0, box[1] - 11)), f"{score:.2f}", fill=color)
+    return canvas
+
+
+def write_detections(out_dir: str | Path, name: str, image: ImageInput, det: Detections,
+                     picture_threshold: float = PICTURE_THRESHOLD) -> list[Path]:
+    """``out_dir/<name>.json``, ``<name>.txt`` (WIDER format) and ``<name>.jpg`` (boxes drawn)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    array = as_array(image)
+    json_path, txt_path, jpg_path = (out_dir / f"{name}{ext}" for ext in (".json", ".txt", ".jpg"))
+    source = image if isinstance(image, (str, Path)) else name
+    record = detections_to_json(source, (array.shape[1], array.shape[0]), det)
+    json_path.write_text(json.dumps(record, indent=1))
+    write_wider_predictions(out_dir, {name: (det.boxes.numpy(), det.scores.numpy())})
+    draw_detections(array, det, picture_threshold).save(jpg_path, quality=92)
+    return [json_path, txt_path, jpg_path]
+
+
+def as_numpy(detections: Mapping[str, Detections]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{key: (boxes, scores)}`` NumPy pairs, the evaluation modules' input."""
+    return {k: (d.boxes.numpy(), d.scores.numpy()) for k, d in detections.items()}
+
+
+def iter_inputs(inputs: Iterable[str | Path]) -> dict[str, Path]:
+    """Image files and folders (searched recursively) -> ``{output name: path}``; names are the
+    file stems, made unique with the relative folder when several images share a stem."""
+    found: dict[str, Path] = {}
+    for item in map(Path, inputs):
+        if item.is_dir():
+            named = {str(Path(rel).with_suffix("")).replace("/", "__"): path
+                     for rel, path in find_images(item).items()}
+        elif item.is_file():
+            named = {item.stem: item}
+        else:
+            raise FileNotFoundError(f"no such image or folder: {item}")
+        for name, path in named.items():
+            if name in found and found[name] != path:
+                raise ValueError(f"two inputs would write the same outputs {name}.*: "
+                                 f"{found[name]} and {path}; pass them in separate runs")
+            found[name] = path
+    return found

@@ -1,0 +1,155 @@
+"""Inference: post-processing, box voting, multi-scale geometry, batching, output files, and
+the reference detectors (anchors, size against facts.md, save/load)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectors.inference import (
+    Detections, Detector, DetectorBase, MultiScaleTest, PostProcess, box_voting, flip_boxes,
+    iter_inputs, select, write_detections,
+)
+from detectors.macs import profile_model
+from detectors.reference_detectors import (
+    MultiAnchorGenerator, build_reference_detector, load_detector, save_detector,
+)
+
+
+def boxes(*rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------- post-processing
+def test_select_thresholds_then_suppresses_at_iou_0_3():
+    b = boxes([0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 16], [20, 20, 30, 30], [40, 40, 50, 50])
+    s = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.04])
+    det = select(b, s, PostProcess(score_threshold=0.05, nms_iou=0.3))
+    # IoU(0, 1) = 90/110 > 0.3 suppressed; IoU(0, 2) = 100/160 > 0.3 suppressed; last below 0.05.
+    assert det.scores.tolist() == pytest.approx([0.9, 0.6])
+    assert det.boxes.tolist() == [[0, 0, 10, 10], [20, 20, 30, 30]]
+    top = select(b, s, PostProcess(score_threshold=0.0, pre_nms_top_k=2, post_nms_top_k=1))
+    assert top.scores.tolist() == pytest.approx([0.9])
+
+
+def test_box_voting_averages_by_score_and_drops_unconfirmed_boxes():
+    b = boxes([0, 0, 10, 10], [2, 0, 12, 10], [100, 100, 110, 110], [50, 50, 60, 60],
+              [51, 50, 61, 60])
+    s = torch.tensor([0.75, 0.25, 0.9, 0.6, 0.2])
+    det = box_voting(b, s, iou_threshold=0.3, min_votes=2)
+    # The lone box at 100 is dropped (SFD rule); clusters merge with score weights.
+    assert det.scores.tolist() == pytest.approx([0.75, 0.6])
+    torch.testing.assert_close(det.boxes, boxes([0.5, 0, 10.5, 10], [50.25, 50, 60.25, 60]))
+    keep_all = box_voting(b, s, min_votes=1)
+    assert keep_all.scores.tolist() == pytest.approx([0.9, 0.75, 0.6])
+    assert len(box_voting(b[:0], s[:0]).scores) == 0
+
+
+def test_flip_boxes_is_an_involution():
+    b = boxes([1, 2, 5, 9], [0, 0, 20, 4])
+    assert flip_boxes(b, 20).tolist() == [[15, 2, 19, 9], [0, 0, 20, 4]]
+    assert torch.equal(flip_boxes(flip_boxes(b, 20), 20), b)
+
+
+class BrightestPixel(DetectorBase):
+    """A stand-in network: one 8x8 box centred on each image's brightest pixel, score 0.9."""
+
+    def raw(self, batch):
+        gray = batch.sum(1).flatten(1)
+        index = gray.argmax(1)
+        y, x = (index // batch.shape[-1]).float() + 0.5, (index % batch.shape[-1]).float() + 0.5
+        found = torch.stack([x - 4, y - 4, x + 4, y + 4], -1)[:, None]
+        return found, torch.full(found.shape[:2], 0.9)
+
+
+def test_multiscale_and_flip_map_boxes_back_to_the_original_frame():
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[30:32, 70:72] = 255  # a bright spot centred at (71, 31)
+    det = BrightestPixel()
+    (single,) = det.detect([image])
+    torch.testing.assert_close(single.boxes, boxes([66.5, 26.5, 74.5, 34.5]))
+    (voted,) = det.detect([image], MultiScaleTest(scales=(0.5, 1.0, 2.0), flip=True))
+    centre = (voted.boxes[0, :2] + voted.boxes[0, 2:]) / 2
+    assert centre.tolist() == pytest.approx([71, 31], abs=1.0)
+    shrunk = BrightestPixel(max_size=50)
+    (small,) = shrunk.detect([image])  # run at 50x30, mapped back x2
+    assert ((small.boxes[0, :2] + small.boxes[0, 2:]) / 2).tolist() == pytest.approx([71, 31],
+                                                                                        abs=1.0)
+
+
+# ----------------------------------------------------------------------------- real detectors
+@pytest.fixture(scope="module")
+def retinaface():
+    torch.manual_seed(0)
+    return build_reference_detector("retinaface_mnet025").eval()
+
+
+def test_retinaface_size_matches_facts(retinaface):
+    """facts.md: ~0.43M parameters (with landmark heads), ~0.74 G MACs at 640x480."""
+    prof = profile_model(retinaface, (640, 480))
+    assert abs(prof.params / 0.43e6 - 1) < 0.1
+    assert abs(prof.macs / 0.74e9 - 1) < 0.05
+
+
+def test_two_anchors_per_location_in_head_order():
+    gen = MultiAnchorGenerator()
+    anchors = gen(gen.feature_shapes(64, 96))
+    assert len(anchors) == 2 * (8 * 12 + 4 * 6 + 2 * 3)
+    assert anchors[:3].tolist() == [[-4, -4, 12, 12], [-12, -12, 20, 20], [4, -4, 20, 12]]
+    level2 = anchors[2 * 96]
+    assert level2.tolist() == [-24, -24, 40, 40]  # stride 16, size 64, centre (8, 8)
+
+
+def test_same_size_images_batch_exactly(retinaface):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    detector = Detector(retinaface, PostProcess(score_threshold=0.0))
+    batched = detector.detect(images)
+    for image, det in zip(images, batched):
+        (alone,) = detector.detect([image])
+        assert torch.allclose(alone.boxes, det.boxes, atol=1e-4)
+        assert torch.allclose(alone.scores, det.scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["retinaface_mnet025", "dsfd_like"])
+def test_reference_detectors_save_and_load(name, tmp_path):
+    torch.manual_seed(1)
+    model = build_reference_detector(name, **({"width": 16} if name == "dsfd_like" else {})).eval()
+    path = save_detector(model, tmp_path / "m.pt")
+    loaded = load_detector(path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x).second, loaded(x).second
+    assert torch.equal(a.cls, b.cls) and torch.equal(a.reg, b.reg)
+    assert torch.equal(a.anchors, b.anchors)
+
+
+def test_detect_writes_json_txt_and_picture(retinaface, tmp_path):
+    image = np.full((40, 50, 3), 128, np.uint8)
+    det = Detections(boxes([5, 6, 25, 30], [1, 1, 3, 3]), torch.tensor([0.8, 0.3]))
+    json_path, txt_path, jpg_path = write_detections(tmp_path, "photo", image, det, 0.5)
+    record = json.loads(json_path.read_text())
+    assert (record["width"], record["height"]) == (50, 40)
+    assert record["detections"][0] == {"box_xyxy": [5.0, 6.0, 25.0, 30.0], "score": 0.8}
+    lines = txt_path.read_text().splitlines()
+    assert lines[:3] == ["photo", "2", "5.000 6.000 20.000 24.000 0.800000"]
+    with Image.open(jpg_path) as im:
+        assert im.size == (50, 40)
+        rgb = im.convert("RGB")
+        edge, skipped = rgb.getpixel((5, 15)), rgb.getpixel((1, 2))
+    assert edge[1] - edge[0] > 80  # the green edge of the 0.8 face
+    assert abs(skipped[1] - skipped[0]) < 30  # the 0.3 face (below 0.5) is not drawn
+
+
+def test_iter_inputs_names_files_and_folder_images(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for rel in ("a.jpg", "d/e/b.png", "d/c.jpg"):
+        Image.new("RGB", (4, 4)).save(tmp_path / rel)
+    found = iter_inputs([tmp_path / "a.jpg", tmp_path / "d"])
+    assert sorted(found) == ["a", "c", "e__b"]
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        iter_inputs([tmp_path / "missing.jpg"])

@@ -1,0 +1,221 @@
+"""Training: config loading, data selection, lr schedule, a short run, resume, NaN detection."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detectors.config import ConfigError, DataSource, ScheduleConfig, load_config
+from detectors.data.synthetic import make_synthetic
+from detectors.data.wider import FaceSample
+from detectors.evaluation.wider_eval import evaluate_wider, load_wider_ground_truth
+from detectors.losses import DSFDLoss, LossResult, register_loss
+from detectors.reference_detectors import load_detector
+from detectors.train import (
+    METRICS_FILE, MODEL_FILE, STATE_FILE, NonFiniteLossError, TrainEvent, ground_truth_from_samples,
+    is_val_position, load_samples, lr_at, restrict_ground_truth, split_images, train,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+VAL_SAMPLE = SHARED / "wider-val-sample"
+needs_val_sample = pytest.mark.skipif(not VAL_SAMPLE.is_dir(),
+                                      reason=f"shared data not found at {VAL_SAMPLE}")
+
+#: A tiny D0 (16 channels) on 64 px crops of a synthetic set: 8 images, 2 batches per epoch.
+TINY = ["model.name=D0", "model.options={width: 16}", "data.size=64", "data.batch_size=4",
+        "data.workers=0", "schedule.warmup_iters=2", "optim.lr=0.01", "run.log_every=1",
+        "run.threads=1", "run.device=cpu", "eval.every=0"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic(root, 8, seed=3, size=(96, 80))
+    return root
+
+
+def tiny_config(data: Path, *extra: str):
+    return load_config(None, [*TINY, f"data.train=[{{dir: {data}}}]", *extra])
+
+
+def fake_sample(rel: str) -> FaceSample:
+    return FaceSample(Path(rel), rel, np.zeros((0, 4), np.float32), np.zeros((0, 6), np.int8))
+
+
+# ----------------------------------------------------------------------------- config
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: retinaface_mnet025}\noptim: {lr: 0.02}\n"
+                    "data: {train: [{dir: a, subset: train}]}\n")
+    cfg = load_config(path, ["optim.lr=0.5", "schedule.milestones=[3, 4]", "run.max_minutes=40"])
+    assert cfg.model.name == "retinaface_mnet025" and cfg.optim.lr == 0.5
+    assert cfg.schedule.milestones == [3, 4] and cfg.run.max_minutes == 40.0
+    assert cfg.data.train == [DataSource("a", subset="train")]
+    assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 5e-4  # Sec. 4.1
+
+
+def test_config_base_chain_merges_sections_and_replaces_lists(tmp_path):
+    (tmp_path / "base.yaml").write_text("optim: {lr: 0.02, momentum: 0.8}\n"
+                                        "schedule: {milestones: [1, 2, 3]}\n"
+                                        "data: {val: {dir: a, ground_truth: g}, size: 9}\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\noptim: {lr: 0.5}\n"
+                                         "schedule: {milestones: [7]}\ndata: {val: {dir: b}}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.schedule.milestones) == (0.5, 0.8, [7])
+    assert cfg.data.val == DataSource("b") and cfg.data.size == 9  # sources are not mixed
+    (tmp_path / "base.yaml").write_text("_base_: child.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "child.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "optim: unknown key(s) ['lrr']"),
+    ("optim.lr=fast", "optim.lr: expected float"),
+    ("data.train=[{subset: val}]", "data.train[0]: missing required key(s) ['dir']"),
+    ("data.train=[{dir: a, subset: test}]", "data.train[0].subset: 'test' is not one of"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")
+                       .replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [override])
+
+
+# ----------------------------------------------------------------------------- schedule
+def test_lr_warmup_then_step_decay():
+    s = ScheduleConfig(epochs=50, milestones=[25, 40], warmup_iters=500, warmup_start_lr=1e-6)
+    assert lr_at(0, 100, 0.015, s) == pytest.approx(1e-6)
+    assert lr_at(250, 100, 0.015, s) == pytest.approx(1e-6 + 0.5 * (0.015 - 1e-6))
+    assert lr_at(500, 100, 0.015, s) == pytest.approx(0.015)
+    assert lr_at(2499, 100, 0.015, s) == pytest.approx(0.015)
+    assert lr_at(2500, 100, 0.015, s) == pytest.approx(0.0015)  # epoch 25
+    assert lr_at(4000, 100, 0.015, s) == pytest.approx(0.00015)  # epoch 40
+    timed = ScheduleConfig(milestones=[0.6, 0.85], milestone_unit="budget", warmup_iters=10)
+    assert lr_at(5000, 10, 0.01, timed, budget_used=0.59) == pytest.approx(0.01)
+    assert lr_at(5, 10, 0.01, timed, budget_used=0.9) == pytest.approx(0.005, rel=1e-3)  # warm-up
+    assert lr_at(11, 10, 0.01, timed, budget_used=0.6) == pytest.approx(0.001)
+    assert lr_at(11, 10, 0.01, timed, budget_used=0.9) == pytest.approx(0.0001)
+
+
+# ----------------------------------------------------------------------------- data selection
+def test_split_is_even_per_event_deterministic_and_disjoint():
+    samples = [fake_sample(f"{e}--Ev/{e}_{i:02d}.jpg") for e in (0, 1) for i in range(7)][::-1]
+    train, val = split_images(samples, 0.3)
+    assert [is_val_position(i, 0.3) for i in range(7)] == [0, 0, 0, 1, 0, 0, 1]
+    assert sorted(s.rel_path for s in val) == ["0--Ev/0_03.jpg", "0--Ev/0_06.jpg",
+                                               "1--Ev/1_03.jpg", "1--Ev/1_06.jpg"]
+    assert len(train) == 10 and not {s.rel_path for s in train} & {s.rel_path for s in val}
+    assert [s.rel_path for s in split_images(samples, 0.3)[1]] == [s.rel_path for s in val]
+
+
+@needs_val_sample
+def test_held_out_part_is_scored_on_its_own_faces(tmp_path):
+    held_out = load_samples(DataSource(str(VAL_SAMPLE), subset="val", val_fraction=0.5))
+    rest = load_samples(DataSource(str(VAL_SAMPLE), subset="train", val_fraction=0.5))
+    assert (len(held_out), len(rest)) == (65, 71)
+    gt = load_wider_ground_truth(VAL_SAMPLE)
+    # The ground-truth boxes of the held-out images as predictions (scores decreasing).
+    preds = {}
+    for k, s in enumerate(held_out):
+        boxes = gt.boxes[gt.keys.index(s.key)]
+        preds[s.key] = (boxes, 1.0 - 1e-4 * (k * 1000 + np.arange(len(boxes))))
+    restricted = restrict_ground_truth(gt, [s.key for s in held_out])
+    assert {s: round(r.ap, 6) for s, r in evaluate_wider(preds, restricted).items()} == \
+        {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+    with pytest.warns(UserWarning, match="no predictions for 71"):
+        whole = evaluate_wider(preds, gt)
+    assert whole["hard"].ap < 0.7  # the other half's faces would count as missed
+    listed = tmp_path / "list.txt"
+    listed.write_text("# two images\n" + "\n".join(s.rel_path for s in held_out[:2]) + "\n")
+    picked = load_samples(DataSource(str(VAL_SAMPLE), images=str(listed)))
+    assert [s.rel_path for s in picked] == [s.rel_path for s in held_out[:2]]
+    listed.write_text("0--Parade/not_there.jpg\n")
+    with pytest.raises(ValueError, match="not_there.jpg"):
+        load_samples(DataSource(str(VAL_SAMPLE), images=str(listed)))
+
+
+def test_ground_truth_without_mat_files_counts_valid_faces(synthetic):
+    samples = load_samples(DataSource(str(synthetic)))
+    gt = ground_truth_from_samples(samples)
+    assert gt.keys == tuple(s.key for s in samples)
+    assert all(m.sum() == len(s.boxes) for m, s in zip(gt.countable["easy"], samples))
+
+
+# ----------------------------------------------------------------------------- training runs
+def run_and_record(config, out_dir, resume=False):
+    events: list[TrainEvent] = []
+    result = train(config, out_dir, resume=resume, callback=events.append)
+    losses = {e.iteration: e.loss for e in events if e.kind == "iteration"}
+    return result, losses
+
+
+def test_short_run_lowers_loss_and_writes_files(synthetic, tmp_path):
+    result, losses = run_and_record(tiny_config(synthetic, "schedule.epochs=3"), tmp_path)
+    assert result.stopped == "completed" and result.progress.iteration == 6
+    assert losses[6] < losses[1]
+    for name in (STATE_FILE, MODEL_FILE, METRICS_FILE, "config.yaml"):
+        assert (tmp_path / name).is_file(), name
+    rows = list(csv.DictReader((tmp_path / METRICS_FILE).open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-6) and float(rows[2]["lr"]) == 0.01
+    assert {"second/reg", "second/cls", "first/cls", "images_per_s"} <= set(rows[0])
+    model = load_detector(tmp_path / MODEL_FILE)
+    ref = result.model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(synthetic), tmp_path)
+
+
+def test_resume_continues_where_the_time_budget_stopped(synthetic, tmp_path):
+    _, straight = run_and_record(tiny_config(synthetic, "schedule.epochs=2"), tmp_path / "a")
+    # max_minutes=0: stop after the first iteration, mid-epoch; then resume without a budget.
+    stopped, first = run_and_record(tiny_config(synthetic, "schedule.epochs=2",
+                                                "run.max_minutes=0"), tmp_path / "b")
+    assert stopped.stopped == "time_budget" and stopped.progress.iteration == 1
+    assert (stopped.progress.epoch, stopped.progress.batch) == (0, 1)
+    resumed, rest = run_and_record(tiny_config(synthetic, "schedule.epochs=2"), tmp_path / "b",
+                                   resume=True)
+    assert resumed.progress.iteration == 4 and sorted(rest) == [2, 3, 4]
+    for it in (1, 2, 3, 4):
+        assert {**first, **rest}[it] == pytest.approx(straight[it], rel=1e-5), it
+
+
+class NaNAtThirdStep(DSFDLoss):
+    """The DSFD loss, NaN from its third call on."""
+
+    calls = 0
+
+    def forward(self, output, gt_boxes) -> LossResult:
+        result = super().forward(output, gt_boxes)
+        NaNAtThirdStep.calls += 1
+        if NaNAtThirdStep.calls >= 3:
+            return LossResult(result.total * float("nan"), result.parts)
+        return result
+
+
+register_loss("test_nan_at_third_step")(NaNAtThirdStep)
+
+
+def test_non_finite_loss_names_iteration_and_images_and_keeps_checkpoint(synthetic, tmp_path):
+    NaNAtThirdStep.calls = 0
+    config = tiny_config(synthetic, "schedule.epochs=3", "loss.name=test_nan_at_third_step")
+    with pytest.raises(NonFiniteLossError, match=r"iteration 2 \(epoch 1, batch 0\)") as info:
+        train(config, tmp_path)
+    assert ".jpg" in str(info.value) and "synthetic" in str(info.value)
+    state = torch.load(tmp_path / STATE_FILE, weights_only=False)
+    assert state["progress"]["iteration"] == 2  # the checkpoint of epoch 1 is kept
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_uses_mixed_precision_and_evaluates(synthetic, tmp_path):
+    config = tiny_config(synthetic, "schedule.epochs=2", "run.device=cuda",
+                         f"data.val={{dir: {synthetic}, subset: val}}")
+    with pytest.warns(UserWarning, match="no official WIDER .mat"):
+        result, losses = run_and_record(config, tmp_path)
+    assert all(np.isfinite(v) for v in losses.values()) and len(losses) == 4
+    state = torch.load(tmp_path / STATE_FILE, weights_only=False)
+    assert state["scaler"]["scale"] > 0  # the GradScaler was active
+    assert set(result.progress.metrics) == {"ap_easy", "ap_medium", "ap_hard"}
+    assert next(result.model.parameters()).is_cuda
