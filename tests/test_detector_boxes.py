@@ -87,3 +87,20 @@ def test_matching_without_faces_and_with_degenerate_boxes():
     assert degenerate.labels.tolist() == [0, 0]
     batch = match_batch(anchors, [t([0, 0, 10, 10]), torch.zeros(0, 4)])
     assert batch.labels.tolist() == [[1, 0], [0, 0]] and batch.boxes.shape == (2, 2, 4)
+
+
+def test_nms_equals_the_greedy_definition_on_many_boxes():
+    """The survivor-only rounds give exactly the textbook O(N^2) greedy result."""
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(600, 2, generator=g) * 200
+    boxes = torch.cat([xy, xy + torch.rand(600, 2, generator=g) * 40 + 2], 1)
+    scores = torch.rand(600, generator=g)
+    order = scores.argsort(descending=True)
+    suppress = (box_iou(boxes[order], boxes[order]) > 0.3).triu(1)
+    alive, expected = torch.ones(600, dtype=torch.bool), []
+    for i in range(600):
+        if alive[i]:
+            expected.append(int(order[i]))
+            alive &= ~suppress[i]
+    assert nms(boxes, scores, 0.3, post_top_k=None).tolist() == expected
+    assert nms(boxes, scores, 0.3, post_top_k=50).tolist() == expected[:50]
