@@ -170,7 +170,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _from_dict(tp, value, where)
+        return dataclass_from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
@@ -203,7 +203,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
 
 
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+def dataclass_from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from ``data`` with type checks; errors name the dotted key ``where``."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -235,7 +236,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """A validated :class:`TrainConfig`; errors name ``source`` and the dotted key."""
     try:
-        return _from_dict(TrainConfig, data, "")
+        return dataclass_from_dict(TrainConfig, data, "")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

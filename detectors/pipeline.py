@@ -32,7 +32,7 @@ from detectors.asfd import (
     ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, build_asfd, save_model,
 )
 from detectors.config import (
-    ConfigError, DataSource, TrainConfig, _from_dict, apply_overrides, config_from_dict,
+    ConfigError, DataSource, TrainConfig, dataclass_from_dict, apply_overrides, config_from_dict,
 )
 from detectors.data.synthetic import ANNOTATION_FILE, make_synthetic
 from detectors.macs import Profile, profile_model
@@ -271,7 +271,7 @@ def load_pipeline_config(path: str | Path | None, settings_type: type[SettingsT]
     train = data.get("train") or {}
     config_from_dict(copy.deepcopy(train), f"{source}: train")  # validate early
     try:
-        settings = _from_dict(settings_type, data.get(section) or {}, section)
+        settings = dataclass_from_dict(settings_type, data.get(section) or {}, section)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return PipelineConfig(search_part, train, settings)

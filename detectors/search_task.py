@@ -39,7 +39,7 @@ from torch import Tensor
 from detectors.anchors import AnchorGenerator
 from detectors.asfd import DualShotDetector, FeatureCascade
 from detectors.backbones import build_backbone, load_pretrained
-from detectors.config import ConfigError, DataSource, _from_dict, apply_overrides
+from detectors.config import ConfigError, DataSource, dataclass_from_dict, apply_overrides
 from detectors.data.loader import FaceDetectionDataset, build_dataloader, set_epoch
 from detectors.data.wider import FaceSample
 from detectors.heads import DetectionHeads
@@ -121,7 +121,7 @@ def search_file_from_dict(data: dict[str, Any], source: str = "search config") -
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; use task.* or search.*")
     try:
-        task = _from_dict(FaceSearchConfig, data.get("task") or {}, "task")
+        task = dataclass_from_dict(FaceSearchConfig, data.get("task") or {}, "task")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return SearchFile(task, SearchConfig.from_dict(data.get("search") or {}, f"{source}: search"))
