@@ -1,8 +1,6 @@
 """Tiny ops, a toy supernet and a toy task for the engine's tests (no search_spaces import).
 
-Ops are registered under ``test_*`` names, once per process whatever the import path. Test
-modules import :func:`one_torch_thread` to run on one intra-op thread: on a shared 2-core
-machine, torch's default thread pool makes these tiny convolutions ~50x slower.
+Ops are registered under ``test_*`` names, once per process whatever the import path.
 """
 from __future__ import annotations
 
@@ -11,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,14 +17,6 @@ from genotypes.schema import Genotype
 from nas_search.cell import SearchCell
 from nas_search.registry import has_op, register_op
 from nas_search.supernet import Supernet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Scale(nn.Module):

@@ -5,7 +5,6 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from asfd_cli.main import main
 from detectors.asfd import load_model
@@ -17,13 +16,6 @@ from nas_search.registry import list_ops
 TINY = ["--set", "task.channels=8", "--set", "task.image_size=64", "--set", "task.batch_size=4",
         "--set", "task.base_fpn=none", "--synthetic-images", "8"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

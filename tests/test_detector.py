@@ -24,18 +24,9 @@ def n_anchors(h: int, w: int) -> int:
     return sum(-(-h // s) * -(-w // s) for s in (4, 8, 16, 32, 64, 128))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the test machine's cores are shared, and oversubscribed OpenMP threads
-    make these small convolutions orders of magnitude slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def d0(one_thread) -> ASFD:
+def d0() -> ASFD:
     torch.manual_seed(0)
     return build_asfd("D0")
 

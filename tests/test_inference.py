@@ -3,7 +3,6 @@ the reference detectors (anchors, size against facts.md, save/load)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ from nas_search.cell import (
     FixedCell, SearchCell, best_op, edge_index, node_edges, num_edges,
 )
 from nas_search.gumbel import gumbel_noise
-from nas_toys import CONV_OPS, ToySupernet, one_torch_thread  # noqa: F401  (autouse fixture)
+from nas_toys import CONV_OPS, ToySupernet
 
 OPS3 = (*CONV_OPS, "test_double")
 

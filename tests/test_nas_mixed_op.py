@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas_toys import one_torch_thread  # noqa: F401  (autouse fixture; registers test_* ops)
 from nas_search.gumbel import gumbel_noise, hard_gumbel_softmax, linear_temperature
 from nas_search.mixed_op import MixedOp, channel_shuffle, channel_unshuffle
 

@@ -16,7 +16,7 @@ from nas_search.registry import list_ops
 from nas_search.search import (
     CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, NonFiniteLossError, SearchConfig, search,
 )
-from nas_toys import ToyTask, one_torch_thread  # noqa: F401  (autouse fixture)
+from nas_toys import ToyTask
 
 TOY = dict(epochs=3, warmup_epochs=1, w_lr=0.05, arch_lr=0.05, log_every=1, seed=3)
 

@@ -37,14 +37,6 @@ OP_SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs on a shared machine: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def pyramid(sizes=PYRAMID_SIZES, channels=C, batch=1, seed=0):
     g = torch.Generator().manual_seed(seed)

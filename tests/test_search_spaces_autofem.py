@@ -19,14 +19,6 @@ PYRAMID_SIZES = [(math.ceil(641 / s), math.ceil(479 / s)) for s in (4, 8, 16, 32
 SMALL = [(21, 15), (11, 8), (6, 4), (3, 2), (2, 1), (1, 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs on a shared machine: intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def pyramid(sizes=PYRAMID_SIZES, batch=1, seed=0):
     g = torch.Generator().manual_seed(seed)

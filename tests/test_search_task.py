@@ -20,14 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=8, n_nodes=2, image_size=64, batch_size=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs run fastest on one thread; more threads oversubscribe a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> DataSource:

@@ -23,10 +23,7 @@ TrialState = optuna.trial.TrialState
 @pytest.fixture(autouse=True, scope="module")
 def quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
