@@ -29,6 +29,7 @@ from scipy.optimize import linear_sum_assignment
 
 from detectors.data.fddb import FDDBAnnotation, ellipse_extents, parse_fddb_blocks
 from detectors.data.wider import xywh_to_xyxy
+from visualize.plots import tpr_at
 
 ScoreKind = Literal["discrete", "continuous"]
 MATCH_IOU = 0.5
@@ -47,8 +48,7 @@ class FDDBResult:
     def tpr_at(self, false_positives: int = 1000, kind: ScoreKind = "discrete") -> float:
         """Highest TPR reached with at most ``false_positives`` false positives (0 if none)."""
         tpr = self.tpr_discrete if kind == "discrete" else self.tpr_continuous
-        ok = self.false_positives <= false_positives
-        return float(tpr[ok].max()) if ok.any() else 0.0
+        return tpr_at(self.false_positives, tpr, false_positives)
 
 
 def _ellipse_mask(ellipse: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
