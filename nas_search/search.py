@@ -328,11 +328,12 @@ def _update(task: SearchTask, model: Supernet, batch: Any, optimizer: torch.opti
         raise NonFiniteLossError(f"non-finite loss {value} in the {where} of task {task.name!r};"
                                  " the last checkpoint is intact")
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    used = []
-    for p, g in zip(params, grads):
-        p.grad = None if g is None else _mean_over_ranks(g)
-        if g is not None:
-            used.append(p)
+    used = [p for p, g in zip(params, grads) if g is not None]
+    for p in params:
+        p.grad = None
+    # Identical Gumbel samples on every rank make the set of used parameters identical too.
+    for p, g in zip(used, _mean_over_ranks_flat([g for g in grads if g is not None])):
+        p.grad = g
     if grad_clip:
         nn.utils.clip_grad_norm_(used, grad_clip)
     optimizer.step()
@@ -405,6 +406,16 @@ def _world() -> int:
 
 def _rank() -> int:
     return dist.get_rank() if _world() > 1 else 0
+
+
+def _mean_over_ranks_flat(tensors: list[Tensor]) -> list[Tensor]:
+    """Each tensor averaged over all ranks, with one all-reduce of their concatenation."""
+    if _world() == 1 or not tensors:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= _world()
+    return [chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def _mean_over_ranks(t: Tensor) -> Tensor:
