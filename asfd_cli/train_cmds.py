@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from asfd_cli.main import CLIError
+from asfd_cli.model_cmds import parse_size
 
 #: ``asfd train`` flag -> dotted key of ``configs/train_*.yaml``.
 TRAIN_FLAGS: dict[str, str] = {
@@ -259,16 +260,6 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------- export
-def parse_hw(text: str) -> tuple[int, int]:
-    """``"480x640"`` -> ``(480, 640)`` (height x width)."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 480x640; got {text!r}") \
-            from None
-    return height, width
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from detectors.export import export_onnx, verify_onnx
     from detectors.reference_detectors import load_detector
@@ -280,11 +271,12 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{'decoding + NMS inside' if args.with_postprocess else 'raw outputs + anchors'})")
     if args.verify:
         table = Table(title="onnxruntime vs PyTorch, max |difference|")
-        table.add_column("input HxW")
+        table.add_column("input WxH")
         table.add_column("outputs")
-        results = verify_onnx(model, path, tuple(args.verify), args.with_postprocess)
+        sizes = tuple((height, width) for width, height in args.verify)
+        results = verify_onnx(model, path, sizes, args.with_postprocess)
         for v in results:
-            table.add_row(f"{v.size[0]}x{v.size[1]}",
+            table.add_row(f"{v.size[1]}x{v.size[0]}",
                           "  ".join(f"{k} {d:.2e}" for k, d in v.max_abs_diff.items()))
         out.print(table)
         if not all(v.ok(args.atol) for v in results):
@@ -300,9 +292,10 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="ONNX", help="output file")
     p.add_argument("--with-postprocess", action="store_true",
                    help="include decoding, top-k and NMS; output detections [K, 6]")
-    p.add_argument("--verify", type=parse_hw, nargs="*", default=[(480, 640), (320, 256)],
-                   metavar="HxW", help="input sizes to compare with PyTorch at "
-                                       "(default: 480x640 320x256; none to skip)")
+    p.add_argument("--verify", type=parse_size, nargs="*", default=[(640, 480), (256, 320)],
+                   metavar="WxH", help="input sizes (width x height, as every size option) to "
+                                       "compare with PyTorch at (default: 640x480 256x320; none "
+                                       "to skip)")
     p.add_argument("--atol", type=float, default=1e-3, help="tolerance of the check")
     p.set_defaults(func=cmd_export)
 
