@@ -48,7 +48,8 @@ def resolve_model(path: Path) -> Path:
     return candidate
 
 
-def open_detector(path: Path, score_threshold: float, max_size: int | None, device: str) -> Any:
+def open_detector(path: Path, score_threshold: float, max_size: int | None, device: str,
+                  scale: float = 1.0) -> Any:
     """A PyTorch :class:`~detectors.inference.Detector`, or an onnxruntime one for ``.onnx``."""
     from detectors.inference import Detector, PostProcess
     from detectors.train import DistContext, resolve_device
@@ -58,9 +59,9 @@ def open_detector(path: Path, score_threshold: float, max_size: int | None, devi
     if path.suffix == ".onnx":
         from detectors.export import OnnxDetector
 
-        return OnnxDetector(path, postprocess, max_size)
+        return OnnxDetector(path, postprocess, max_size, scale=scale)
     return Detector.from_file(path, postprocess=postprocess, max_size=max_size,
-                              device=resolve_device(device, DistContext()))
+                              device=resolve_device(device, DistContext()), scale=scale)
 
 
 def ap_table(title: str, results: dict[str, Any]) -> Table:
@@ -154,7 +155,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 def cmd_detect(args: argparse.Namespace) -> int:
     from detectors.inference import MultiScaleTest, iter_inputs, write_detections
 
-    detector = open_detector(args.model, args.threshold, args.max_size, args.device)
+    detector = open_detector(args.model, args.threshold, args.max_size, args.device, args.scale)
     multiscale = MultiScaleTest() if args.multiscale else None
     inputs = iter_inputs(args.inputs)
     table = Table(title=f"faces scoring >= {args.threshold} ({escape(str(args.model))})")
@@ -178,8 +179,12 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
                    help="model.pt, a training run folder, or a raw .onnx export")
     p.add_argument("--multiscale", action="store_true",
                    help="multi-scale (0.5, 1, 1.5) + flip test with box voting")
+    p.add_argument("--scale", type=float, default=1.0, metavar="F",
+                   help="resize every image by F before the network (default: 1, original "
+                        "size; 2.46 = 1024/416 restores the 416-px WIDER sample to WIDER's "
+                        "full resolution)")
     p.add_argument("--max-size", type=int, metavar="PX",
-                   help="shrink images whose longer side exceeds PX (default: original size)")
+                   help="then shrink images whose longer side exceeds PX (default: no cap)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default: auto)")
 
 
@@ -203,7 +208,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from detectors.train import evaluate_detector, evaluation_set
     from visualize.plots import plot_pr_curves
 
-    detector = open_detector(args.model, args.score_threshold, args.max_size, args.device)
+    detector = open_detector(args.model, args.score_threshold, args.max_size, args.device,
+                             args.scale)
     source = DataSource(str(args.wider), wider_split=args.wider_split, images=args.images,
                         subset=args.subset, val_fraction=args.val_fraction,
                         ground_truth=args.ground_truth)
@@ -221,7 +227,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("runs") / "eval" / args.model.stem
     write_wider_predictions(out_dir / "predictions", evaluation.detections)
     title = (f"WIDER FACE AP, {len(evaluation.detections)} images "
-             f"({'multi-scale' if args.multiscale else 'single-scale'}, {elapsed:.0f} s)")
+             f"({'multi-scale' if args.multiscale else 'single-scale'}"
+             f"{f', scale {args.scale:g}' if args.scale != 1 else ''}, {elapsed:.0f} s)")
     if not evaluation.official:
         title += " - no official .mat: all faces count in every setting"
     out.print(ap_table(title, evaluation.results))
@@ -229,6 +236,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     png = plot_pr_curves(curves, out_dir / "pr_curves.png", title=f"WIDER FACE: {args.model.name}")
     (out_dir / "results.json").write_text(json.dumps(
         {"model": str(args.model), "data": vars(source), "multiscale": args.multiscale,
+         "scale": args.scale, "max_size": args.max_size,
          "official": evaluation.official, **evaluation.ap()}, indent=1))
     out.print(f"predictions: {escape(str(out_dir / 'predictions'))}\nPR curves: "
               f"{escape(str(png))}\nresults: {escape(str(out_dir / 'results.json'))}")

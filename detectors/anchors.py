@@ -58,12 +58,14 @@ class AnchorGenerator:
 
     def __call__(
         self, shapes: list[tuple[int, int]], shot: Shot = "second",
-        device: torch.device | str | None = None,
+        device: torch.device | str | None = None, first_level: int = 0,
     ) -> Tensor:
-        """All anchors ``[A, 4]`` (``xyxy``, pixels) for feature maps of the given shapes."""
-        if len(shapes) != len(self.strides):
+        """All anchors ``[A, 4]`` (``xyxy``, pixels) for feature maps of the given shapes, which
+        are those of the levels from ``first_level`` on."""
+        strides, sizes = self.strides[first_level:], self.sizes[first_level:]
+        if len(shapes) != len(strides):
             raise ValueError(f"got {len(shapes)} feature maps, the anchors have "
-                             f"{len(self.strides)} levels")
+                             f"{len(strides)} levels from level {first_level}")
         scale = self.first_shot_scale if shot == "first" else 1.0
         return torch.cat([self.level_anchors(tuple(shape), stride, size * scale, device)
-                          for shape, stride, size in zip(shapes, self.strides, self.sizes)])
+                          for shape, stride, size in zip(shapes, strides, sizes)])

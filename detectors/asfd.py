@@ -6,27 +6,33 @@ lateral 1x1 conv + BN + ReLU of C2..C5 to ``W`` channels (C6, C7 are built at ``
 a genotype) maps it to the *second-shot* pyramid; the same heads run on both shots (first shot
 with anchors half the size, DSFD's progressive anchors). Inference uses the second shot only,
 so the first shot is computed in training mode (or on request) and costs nothing at test time.
+The first shot covers the levels the feature module enhances: on a level it passes through
+(:attr:`ASFDConfig.enhanced_levels`) both shots would see the same map through the same heads
+with anchors of two sizes, i.e. contradictory targets for one prediction.
 
 Compound scaling (Eq. 9, Table 1): ``W = 64 * theta`` for AutoFEM and heads. We follow Table 1
 for the depths (AutoFEM 0.5, 0.5, 0.5, 1, 1, 2, 2; heads 1, 1, 1, 2, 2, 4, 4): Eq. 9 as printed
 gives ``D_head = 2^((theta-1)/2 + 1) = 2`` at theta = 1, twice Table 1's values, which are
 ``2 * D_autofem``.
 
-Fractional AutoFEM depth (our decision, judged by Table 5's parameter counts; see
-:func:`autofem_modules`): one AutoFEM *layer* is the cascade AutoFEM-FPN -> AutoFEM-CPM; depth
-``n`` stacks ``n`` of them; depth 0.5 keeps one half of the cascade, the per-level CPM cells.
-With the separable heads of :mod:`detectors.heads` and the ``1x1 + 3x3/2`` extra levels, the
-three readings of 0.5 give D0 params (paper 0.62M): FPN only 0.46M (0.74x), CPM only 0.61M
-(0.99x), the full cascade 0.73M (1.17x). The FPN-only half stays available through
-``feature_modules=("autofem_fpn",)``.
+Fractional AutoFEM depth (our decision, judged by Table 5's parameter and MAC counts; see
+:func:`autofem_modules` and :data:`HALF_DEPTH_LEVELS`): one AutoFEM *layer* is the cascade
+AutoFEM-FPN -> AutoFEM-CPM on all six levels; depth ``n`` stacks ``n`` of them; depth 0.5 keeps
+one half of the cascade, the CPM cells, on the five coarser levels P3..P7: the stride-4 level
+reaches the second shot as its lateral map. Table 5 rules out a CPM cell at stride 4 for D0:
+that level holds 75% of the 25,600 locations at 640x480, and one 64-channel cell there costs
+0.57 G MACs, against the 0.48 G Table 5 leaves to everything but the backbone (facts.md). The
+readings of 0.5, as D0 params / MACs against 0.62M / 0.73 G: CPM on P3..P7 0.58M / 0.80 G
+(0.93x / 1.09x); CPM on all levels 0.62M / 1.37 G (0.99x / 1.88x); FPN only 0.46M / 1.01 G;
+FPN + CPM 0.72M / 1.77 G. Any cascade and level set stay available through
+``feature_modules`` / ``enhanced_levels``.
 
 Calibration (``asfd profile``, genotype ``asfd_paper_like``, 640x480; ours / Table 5):
-params 0.99, 0.96, 0.94, 0.96, 0.87, 0.95, 1.03 for D0..D6; MACs 1.88, 1.13, 0.74, 0.78, 0.72,
+params 0.93, 0.95, 0.93, 0.96, 0.87, 0.95, 1.03 for D0..D6; MACs 1.09, 0.99, 0.63, 0.78, 0.72,
 0.84, 0.97. Table 5 is not self-consistent under one scaling rule: D0/D1 share D2's depths, yet
-their non-backbone MACs per ``W^2`` are ~5x smaller than D2's (no uniform choice fits both: the
-stride-4 level alone holds 75% of the 25,600 anchor locations); the non-backbone params grow
+their non-backbone MACs per ``W^2`` are ~4x smaller than D2's; the non-backbone params grow
 2.5x from D3 to D4 (``W^2``: 1.78x) but 1.11x from D5 to D6 (``W^2``: 1.44x). RetinaNet-style
-extra levels (a 3x3/2 conv straight on C5) would lift D4 to 0.97 but D0 to 1.14.
+extra levels (a 3x3/2 conv straight on C5) would lift D4 to 0.97 but D0 further above 1.
 """
 from __future__ import annotations
 
@@ -102,6 +108,10 @@ PAPER_TABLE5: dict[str, PaperFigures] = {
 }
 
 
+#: The levels a half-depth AutoFEM (its CPM cells) enhances (module docstring).
+HALF_DEPTH_LEVELS: tuple[str, ...] = LEVELS[1:]
+
+
 def autofem_modules(depth: float) -> tuple[str, ...]:
     """The feature-module cascade of an AutoFEM of ``depth`` layers (see the module docstring).
 
@@ -120,17 +130,33 @@ class ASFDConfig:
 
     ``feature_modules`` are registered feature-module names cascaded in order (AutoFEM:
     ``autofem_fpn``, ``autofem_cpm``; DSFD-style baselines: ``fem_fpn``, ``fem_cpm``...; ``none``
-    for no enhancement). ``dual_shot=False`` gives a single-shot (RetinaFace-style) detector.
+    for no enhancement). They transform the ``enhanced_levels``, the coarsest levels of the
+    pyramid; the finer ones reach the second shot unchanged. ``dual_shot=False`` gives a
+    single-shot (RetinaFace-style) detector.
     """
 
     backbone: str = "mobilenet0.25"
     width: int = 64
     feature_modules: tuple[str, ...] = ("autofem_cpm",)
+    enhanced_levels: tuple[str, ...] = LEVELS
     head_depth: int = 1
     head_conv: HeadConv = "separable"
     dual_shot: bool = True
     anchors: AnchorGenerator = field(default_factory=AnchorGenerator)
     name: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("feature_modules", "enhanced_levels"):  # YAML gives lists
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        n = len(self.enhanced_levels)
+        if n == 0 or self.enhanced_levels != LEVELS[len(LEVELS) - n:]:
+            raise ValueError(f"enhanced_levels must be the coarsest levels of {LEVELS} (e.g. "
+                             f"{HALF_DEPTH_LEVELS}), got {self.enhanced_levels}")
+
+    @property
+    def passthrough(self) -> int:
+        """How many of the finest levels skip the feature modules."""
+        return len(LEVELS) - len(self.enhanced_levels)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,8 +170,6 @@ class ASFDConfig:
             raise ValueError(f"{source}: unknown detector config keys {unknown}; "
                              f"known: {sorted(known)}")
         data = dict(data)
-        if "feature_modules" in data:
-            data["feature_modules"] = tuple(data["feature_modules"])
         if isinstance(data.get("anchors"), dict):
             anchors = data["anchors"]
             data["anchors"] = AnchorGenerator(**{k: tuple(v) if isinstance(v, list) else v
@@ -161,18 +185,25 @@ def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
         raise KeyError(f"unknown ASFD variant {variant!r}; choose from {sorted(ASFD_FAMILY)}") \
             from None
     base = ASFDConfig(backbone=row.backbone, width=row.width,
-                      feature_modules=autofem_modules(row.fem_depth), head_depth=row.head_depth,
-                      name=f"ASFD-{variant}")
+                      feature_modules=autofem_modules(row.fem_depth),
+                      enhanced_levels=HALF_DEPTH_LEVELS if row.fem_depth == 0.5 else LEVELS,
+                      head_depth=row.head_depth, name=f"ASFD-{variant}")
     return dataclasses.replace(base, **overrides)
 
 
 class FeatureCascade(nn.Sequential):
-    """Feature modules applied one after the other (pyramid in, pyramid out)."""
+    """Feature modules applied one after the other (pyramid in, pyramid out) to the coarser
+    levels; the ``passthrough`` finest maps skip them."""
+
+    def __init__(self, *modules: nn.Module, passthrough: int = 0) -> None:
+        super().__init__(*modules)
+        self.passthrough = passthrough
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        kept, feats = list(feats[:self.passthrough]), feats[self.passthrough:]
         for module in self:
             feats = module(feats)
-        return list(feats)
+        return kept + list(feats)
 
 
 class DualShotDetector(nn.Module):
@@ -180,12 +211,15 @@ class DualShotDetector(nn.Module):
 
     ``feature_module`` is any module mapping the six-map pyramid (``channels`` each) to a pyramid
     of the same shapes: a fixed AutoFEM, a hand-designed baseline, or a search supernet.
-    ``dual_shot=False`` never computes the first shot (a single-shot detector).
+    ``dual_shot=False`` never computes the first shot (a single-shot detector). ``passthrough``:
+    how many of the finest levels the feature module leaves unchanged; the first shot skips
+    them (module docstring).
     """
 
     def __init__(
         self, backbone: Backbone, feature_module: nn.Module, heads: DetectionHeads,
         channels: int, anchors: AnchorGenerator | None = None, dual_shot: bool = True,
+        passthrough: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -196,6 +230,7 @@ class DualShotDetector(nn.Module):
         self.anchor_generator = anchors or AnchorGenerator()
         self.dual_shot = dual_shot
         self.channels = channels
+        self.passthrough = passthrough
 
     def pyramid(self, images: Tensor) -> list[Tensor]:
         """The first-shot pyramid: C2..C5 through the laterals, then C6, C7 (``channels`` each)."""
@@ -203,10 +238,11 @@ class DualShotDetector(nn.Module):
         laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
         return laterals + self.extra(feats[-1])
 
-    def shot(self, feats: Sequence[Tensor], shot: Shot) -> ShotOutput:
+    def shot(self, feats: Sequence[Tensor], shot: Shot, first_level: int = 0) -> ShotOutput:
+        """The heads' predictions on ``feats``, the maps of the levels from ``first_level`` on."""
         cls, reg = self.heads(feats)
         shapes = [tuple(f.shape[-2:]) for f in feats]
-        anchors = self.anchor_generator(shapes, shot, device=cls.device)
+        anchors = self.anchor_generator(shapes, shot, device=cls.device, first_level=first_level)
         return ShotOutput(cls, reg, anchors)
 
     def forward(self, images: Tensor, first_shot: bool | None = None) -> DetectorOutput:
@@ -215,8 +251,10 @@ class DualShotDetector(nn.Module):
         first = self.pyramid(images)
         second = self.shot(self.feature_module(first), "second")
         want_first = self.training if first_shot is None else first_shot
-        return DetectorOutput(second, self.shot(first, "first")
-                              if want_first and self.dual_shot else None)
+        if not (want_first and self.dual_shot):
+            return DetectorOutput(second)
+        skip = self.passthrough
+        return DetectorOutput(second, self.shot(first[skip:], "first", first_level=skip))
 
     def anchors_for(self, height: int, width: int, shot: Shot = "second") -> Tensor:
         """The anchors of an ``height x width`` input (same as the forward pass's)."""
@@ -225,9 +263,10 @@ class DualShotDetector(nn.Module):
 
 def build_feature_cascade(
     names: Sequence[str], channels: int, genotype: Genotype | None,
-    levels: Sequence[str] = LEVELS,
+    levels: Sequence[str] = LEVELS, passthrough: int = 0,
 ) -> FeatureCascade:
-    """Registered feature modules ``names`` in order; AutoFEM ones are built from ``genotype``."""
+    """Registered feature modules ``names`` in order, on ``levels`` (after ``passthrough``
+    untouched finer maps); AutoFEM ones are built from ``genotype``."""
     modules = []
     for name in names:
         if name in GENOTYPE_FEATURE_MODULES:
@@ -236,7 +275,7 @@ def build_feature_cascade(
             modules.append(build_feature_module(name, channels, genotype=genotype, levels=levels))
         else:
             modules.append(build_feature_module(name, channels, levels=levels))
-    return FeatureCascade(*modules)
+    return FeatureCascade(*modules, passthrough=passthrough)
 
 
 class ASFD(DualShotDetector):
@@ -247,10 +286,12 @@ class ASFD(DualShotDetector):
         needs_genotype = any(n in GENOTYPE_FEATURE_MODULES for n in config.feature_modules)
         super().__init__(
             backbone=build_backbone(config.backbone),
-            feature_module=build_feature_cascade(config.feature_modules, config.width,
-                                                 genotype if needs_genotype else None),
+            feature_module=build_feature_cascade(
+                config.feature_modules, config.width, genotype if needs_genotype else None,
+                config.enhanced_levels, config.passthrough),
             heads=DetectionHeads(config.width, config.head_depth, config.head_conv),
             channels=config.width, anchors=config.anchors, dual_shot=config.dual_shot,
+            passthrough=config.passthrough,
         )
         self.config = config
         self.genotype = genotype if needs_genotype else None

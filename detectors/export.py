@@ -182,8 +182,9 @@ class OnnxDetector(DetectorBase):
     post-processing and multi-scale test as :class:`~detectors.inference.Detector`."""
 
     def __init__(self, path: str | Path, postprocess: PostProcess = PostProcess(),
-                 max_size: int | None = None, threads: int | None = None) -> None:
-        super().__init__(postprocess, max_size)
+                 max_size: int | None = None, threads: int | None = None,
+                 scale: float = 1.0) -> None:
+        super().__init__(postprocess, max_size, scale)
         self.session = onnx_session(path, threads)
         names = tuple(o.name for o in self.session.get_outputs())
         if names != RAW_OUTPUTS:

@@ -166,22 +166,27 @@ def find_images(folder: str | Path) -> dict[str, Path]:
 class DetectorBase:
     """Test-time recipe around a network's raw outputs: resizing, batching, post-processing,
     multi-scale test. Subclasses provide :meth:`raw` (PyTorch: :class:`Detector`; onnxruntime:
-    :class:`detectors.export.OnnxDetector`). ``max_size`` (optional) shrinks images whose longer
-    side exceeds it before the network (boxes are mapped back); None keeps the original size
-    (the paper's single-scale protocol)."""
+    :class:`detectors.export.OnnxDetector`). Before the network every image is resized by
+    ``scale`` (1.0: the original size, the paper's single-scale protocol; e.g. 1024 / 416 puts
+    images that were downscaled from WIDER's 1024 px back at WIDER's face sizes), then shrunk
+    further if its longer side would exceed ``max_size`` (optional); boxes are mapped back to
+    the original frame."""
 
     def __init__(self, postprocess: PostProcess = PostProcess(),
-                 max_size: int | None = None) -> None:
+                 max_size: int | None = None, scale: float = 1.0) -> None:
+        if scale <= 0:
+            raise ValueError(f"test scale must be positive, got {scale}")
         self.postprocess = postprocess
         self.max_size = max_size
+        self.scale = scale
 
     def raw(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """Decoded boxes ``[B, A, 4]`` and face scores ``[B, A]`` of a normalised batch."""
         raise NotImplementedError
 
     def _base_scale(self, image: np.ndarray) -> float:
-        longer = max(image.shape[:2])
-        return min(1.0, self.max_size / longer) if self.max_size else 1.0
+        longer = max(image.shape[:2]) * self.scale
+        return self.scale * (min(1.0, self.max_size / longer) if self.max_size else 1.0)
 
     def _single_pass(self, arrays: Sequence[np.ndarray], scales: Sequence[float],
                      flip: bool = False) -> list[Detections]:
@@ -242,8 +247,9 @@ class Detector(DetectorBase):
     """A PyTorch detector (any model returning a :class:`~detectors.heads.DetectorOutput`)."""
 
     def __init__(self, model: nn.Module, postprocess: PostProcess = PostProcess(),
-                 max_size: int | None = None, device: str | torch.device = "cpu") -> None:
-        super().__init__(postprocess, max_size)
+                 max_size: int | None = None, device: str | torch.device = "cpu",
+                 scale: float = 1.0) -> None:
+        super().__init__(postprocess, max_size, scale)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
 

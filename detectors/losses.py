@@ -23,6 +23,7 @@ plus three negatives; 2.0 is the weight IoU-type losses commonly get in one-stag
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -65,6 +66,21 @@ def margin_cross_entropy(logits: Tensor, target: Tensor, margin: float = 0.0) ->
     """
     shifted = logits - margin * F.one_hot(target, logits.shape[-1]).to(logits)
     return F.cross_entropy(shifted, target, reduction="none")
+
+
+def constant_predictor_loss(margin: float = 0.0, neg_pos_ratio: float = 3.0) -> float:
+    """The classification loss per positive (``L_cls / N``, Eq. 7-8) of the best classifier that
+    ignores its input: the same logit gap ``d = z_face - z_bg`` at every anchor, scored on one
+    positive and ``neg_pos_ratio`` hard negatives. A detector whose ``cls`` part sits at this
+    value has learnt nothing from the images: every from-scratch run starts on this plateau.
+
+    Minimises ``log(1 + e^(m - d)) + r log(1 + e^(d + m))``; with ``u = e^-d`` the stationary
+    point solves ``u^2 + (1 - r) e^m u - r = 0``. ``m = 0, r = 3``: ``4 H(1/4) = 2.249``.
+    """
+    r, em = neg_pos_ratio, math.exp(margin)
+    u = (-(1 - r) * em + math.sqrt((1 - r) ** 2 * em ** 2 + 4 * r)) / 2
+    d = -math.log(u)
+    return math.log1p(math.exp(margin - d)) + r * math.log1p(math.exp(d + margin))
 
 
 def hard_negative_mask(cls_loss: Tensor, positive: Tensor, neg_pos_ratio: float = 3.0) -> Tensor:

@@ -39,7 +39,7 @@ from detectors.macs import Profile, profile_model
 from detectors.search_task import FaceSearchTask, SearchFile, search_file_from_dict
 from detectors.train import STATE_FILE, TrainEvent, TrainResult, train
 from genotypes.io import load_genotype
-from genotypes.schema import Genotype
+from genotypes.schema import LEVELS, Genotype
 from nas_search.registry import list_ops
 from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, ProgressFn, search
 from nas_search.supernet import Supernet
@@ -210,22 +210,29 @@ def feature_modules_for(variant: Variant, genotype: Genotype) -> tuple[str, ...]
     return kept or tuple(m for m in ("autofem_fpn", "autofem_cpm") if has[m])
 
 
+def feature_overrides(variant: Variant, genotype: Genotype) -> dict[str, tuple[str, ...]]:
+    """:class:`~detectors.asfd.ASFDConfig` fields that build ``variant`` from ``genotype``:
+    none when the variant's own cascade applies, else :func:`feature_modules_for` on all six
+    levels (a substituted AutoFEM-FPN needs the whole pyramid for its top-down path)."""
+    modules = feature_modules_for(variant, genotype)
+    if modules == asfd_config(variant).feature_modules:
+        return {}
+    return {"feature_modules": modules, "enhanced_levels": LEVELS}
+
+
 def derive_detector(genotype: Genotype | str | Path, variant: Variant = "D0",
                     **overrides: Any) -> ASFD:
     """The fixed, untrained ASFD-``variant`` network of a searched genotype (Sec. 3.4)."""
     if not isinstance(genotype, Genotype):
         genotype = load_genotype(resolve_search_output(genotype), known_ops=list_ops())
-    overrides.setdefault("feature_modules", feature_modules_for(variant, genotype))
+    for key, value in feature_overrides(variant, genotype).items():
+        overrides.setdefault(key, value)
     return build_asfd(variant, genotype, **overrides)
 
 
 def detector_options(variant: Variant, genotype: Genotype) -> dict[str, Any]:
-    """``ModelConfig.options`` that build ``variant`` from ``genotype``: the feature modules,
-    when :func:`feature_modules_for` differs from the variant's own cascade."""
-    modules = feature_modules_for(variant, genotype)
-    if modules == asfd_config(variant).feature_modules:
-        return {}
-    return {"feature_modules": list(modules)}
+    """``ModelConfig.options`` that build ``variant`` from ``genotype`` (:func:`feature_overrides`)."""
+    return {key: list(value) for key, value in feature_overrides(variant, genotype).items()}
 
 
 # ----------------------------------------------------------------------------- configs

@@ -35,6 +35,7 @@ from detectors.asfd import (
 )
 from detectors.backbones import build_backbone
 from detectors.heads import DetectorOutput, ShotOutput
+from genotypes.schema import LEVELS
 from search_spaces.baselines import PerLevel, register_feature_module
 from search_spaces.ops import ConvBNAct
 
@@ -207,7 +208,9 @@ def retinaface_mnet025(**overrides) -> RetinaFaceStyle:
 @register_reference_detector("dsfd_like")
 def dsfd_like(backbone: str = "mobilenet0.25", width: int = 64, head_depth: int = 1,
               **overrides) -> ASFD:
-    """DSFD's FEM (FEM-FPN -> FEM-CPM) in the dual-shot framework, D0's parts by default."""
+    """DSFD's FEM (FEM-FPN -> FEM-CPM, on all six levels as in DSFD) in the dual-shot framework,
+    D0's parts by default."""
+    overrides.setdefault("enhanced_levels", LEVELS)
     config = asfd_config("D0", backbone=backbone, width=width, head_depth=head_depth,
                          feature_modules=("fem_fpn", "fem_cpm"), name=f"DSFD-like ({backbone})",
                          **overrides)

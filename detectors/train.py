@@ -34,7 +34,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import islice
@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Sampler
 from detectors.asfd import ASFD_FAMILY, build_asfd
 from detectors.backbones import load_pretrained
 from detectors.config import (
-    ConfigError, DataSource, EvalConfig, ModelConfig, ScheduleConfig, TrainConfig,
+    ConfigError, DataSource, EvalConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
 )
 from detectors.data.loader import FaceDetectionDataset, build_dataloader, set_epoch
 from detectors.data.wider import FaceSample, WiderDataset
@@ -219,6 +219,16 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.pretrained:
         load_pretrained(model.backbone, cfg.pretrained)
     return model
+
+
+def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.name`` names, at ``cfg.lr`` (see :class:`OptimConfig`)."""
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    raise ValueError(f"optim.name {cfg.name!r}: use 'sgd' or 'adamw'")
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -451,9 +461,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.loss = build_loss(config.loss.name, **config.loss.params)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr,
-                                         momentum=config.optim.momentum,
-                                         weight_decay=config.optim.weight_decay)
+        self.optimizer = build_optimizer(model.parameters(), config.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
 
         if not config.data.train:
@@ -531,7 +539,7 @@ class Trainer:
             return {}
         cfg: EvalConfig = self.config.eval
         detector = Detector(self.model, PostProcess(score_threshold=cfg.score_threshold),
-                            max_size=cfg.max_size, device=self.device)
+                            max_size=cfg.max_size, device=self.device, scale=cfg.scale)
         try:
             metrics = evaluate_detector(detector, self.eval_set).ap()
         finally:

@@ -77,7 +77,10 @@ def test_a_searched_part_alone_gives_the_variant_its_modules():
     assert feature_modules_for("D0", fpn_only) == ("autofem_fpn",)  # D0's CPM half is missing
     assert feature_modules_for("D3", paper) == ("autofem_fpn", "autofem_cpm")
     assert feature_modules_for("D5", cpm_only) == ("autofem_cpm", "autofem_cpm")
-    assert derive_detector(fpn_only, "D0").config.feature_modules == ("autofem_fpn",)
+    substituted = derive_detector(fpn_only, "D0").config
+    assert substituted.feature_modules == ("autofem_fpn",)
+    assert substituted.enhanced_levels == LEVELS   # the FPN's top-down path needs every level
+    assert derive_detector(paper, "D0").config.enhanced_levels == LEVELS[1:]
 
 
 def test_demo_runs_the_whole_method_and_says_where_everything_is(tmp_path, capsys):

@@ -8,20 +8,21 @@ import torch
 
 from asfd_cli.main import main as asfd_main
 from detectors.asfd import (
-    ASFD, ASFD_FAMILY, PAPER_TABLE5, ASFDConfig, DualShotDetector, asfd_config, autofem_modules,
+    ASFD, ASFD_FAMILY, HALF_DEPTH_LEVELS, PAPER_TABLE5, ASFDConfig, DualShotDetector, asfd_config, autofem_modules,
     build_asfd, build_feature_cascade, load_model, save_model,
 )
 from detectors.backbones import build_backbone
 from detectors.heads import DetectionHeads
 from detectors.losses import DRMCLoss
-from detectors.macs import count_parameters
+from detectors.macs import count_macs, count_parameters
+from genotypes.schema import LEVELS
 
 # A detector small enough for gradient steps in a unit test, on the shipped genotype's cells.
 TINY = dict(width=16, head_depth=1)
 
 
-def n_anchors(h: int, w: int) -> int:
-    return sum(-(-h // s) * -(-w // s) for s in (4, 8, 16, 32, 64, 128))
+def n_anchors(h: int, w: int, strides=(4, 8, 16, 32, 64, 128)) -> int:
+    return sum(-(-h // s) * -(-w // s) for s in strides)
 
 
 
@@ -37,10 +38,12 @@ def test_d0_forward_any_size_both_shots_in_training(d0, h, w):
     out = d0(torch.rand(2, 3, h, w))
     a = n_anchors(h, w)
     assert out.second.cls.shape == (2, a, 2) and out.second.reg.shape == (2, a, 4)
-    assert out.first is not None and out.first.cls.shape == (2, a, 2)
+    # The first shot skips P2, which D0's AutoFEM passes through unchanged.
+    assert out.first is not None
+    assert out.first.cls.shape == (2, n_anchors(h, w, (8, 16, 32, 64, 128)), 2)
     assert torch.equal(out.second.anchors, d0.anchors_for(h, w))
     sizes = out.first.anchors[:, 2] - out.first.anchors[:, 0]
-    assert sizes[0].item() == 8 and sizes[-1].item() == 256   # half of 16..512
+    assert sizes[0].item() == 16 and sizes[-1].item() == 256   # half of 32..512
 
 
 def test_inference_uses_the_second_shot_only(d0):
@@ -56,13 +59,35 @@ def test_both_shots_share_the_heads(d0):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         out = d0(x, first_shot=True)
-        cls, reg = d0.heads(d0.pyramid(x))
+        cls, reg = d0.heads(d0.pyramid(x)[1:])
     assert torch.equal(out.first.cls, cls) and torch.equal(out.first.reg, reg)
 
 
-def test_d0_parameters_within_10_percent_of_table5(d0):
+def test_d0_parameters_and_macs_within_10_percent_of_table5(d0):
     ratio = count_parameters(d0) / 1e6 / PAPER_TABLE5["D0"].params_m
     assert 0.9 <= ratio <= 1.1, ratio
+    d0.eval()
+    macs = count_macs(d0, torch.rand(1, 3, 480, 640)) / 1e9 / PAPER_TABLE5["D0"].macs_b
+    assert 0.9 <= macs <= 1.1, macs
+
+
+def test_half_depth_autofem_passes_the_stride4_level_through(d0):
+    assert asfd_config("D0").enhanced_levels == HALF_DEPTH_LEVELS == LEVELS[1:]
+    assert asfd_config("D3").enhanced_levels == LEVELS
+    assert sorted(d0.feature_module[0].blocks) == sorted(HALF_DEPTH_LEVELS)   # no P2 cell
+    d0.eval()
+    with torch.no_grad():
+        first = d0.pyramid(torch.rand(1, 3, 64, 64))
+        second = d0.feature_module(first)
+    assert len(second) == 6 and torch.equal(second[0], first[0])
+    assert all(not torch.equal(s, f) for s, f in zip(second[1:], first[1:]))
+
+
+def test_enhanced_levels_must_be_the_coarsest_levels():
+    for bad in ((), ("P2", "P3"), ("P3", "P5", "P6", "P7")):
+        with pytest.raises(ValueError, match="enhanced_levels must be the coarsest levels"):
+            ASFDConfig(enhanced_levels=bad)
+    assert ASFDConfig(enhanced_levels=["P6", "P7"]).passthrough == 4   # YAML lists accepted
 
 
 def test_table1_scaling():
@@ -128,6 +153,18 @@ def test_save_and_load_round_trip(tmp_path, d0):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an asfd model checkpoint"):
         load_model(tmp_path / "other.pt")
+
+
+def test_checkpoints_without_enhanced_levels_rebuild_on_all_levels(tmp_path):
+    # Files written before the half-depth AutoFEM skipped P2 carry no ``enhanced_levels``.
+    torch.manual_seed(0)
+    old = ASFD(dataclasses.replace(asfd_config("D0", **TINY), enhanced_levels=LEVELS),
+               build_asfd("D0", **TINY).genotype)
+    path = save_model(old, tmp_path / "old.pt")
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["enhanced_levels"]
+    torch.save(ckpt, path)
+    assert load_model(path).config.enhanced_levels == LEVELS
 
 
 def test_config_round_trip_and_unknown_keys():

@@ -57,6 +57,11 @@ def test_anchor_grid_centres_sizes_and_order():
     assert anchors[6].tolist() == [4 - 16, 4 - 16, 4 + 16, 4 + 16]    # level 2 starts
     first = gen([(2, 3), (1, 2)], shot="first")
     assert (first[:, 2] - first[:, 0]).tolist() == [8.0] * 6 + [16.0] * 2
+    # The levels from ``first_level`` on: level 2 alone, as in the full set.
+    assert torch.equal(gen([(1, 2)], first_level=1), anchors[6:])
+    with pytest.raises(ValueError, match="got 2 feature maps, the anchors have 1 levels from "
+                                         "level 1"):
+        gen([(2, 3), (1, 2)], first_level=1)
 
 
 def test_anchor_aspect_ratio_and_feature_shapes():

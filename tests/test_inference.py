@@ -80,6 +80,28 @@ def test_multiscale_and_flip_map_boxes_back_to_the_original_frame():
                                                                                         abs=1.0)
 
 
+def test_test_scale_resizes_before_the_network_and_maps_boxes_back():
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[30:32, 70:72] = 255
+    seen = []
+
+    class Recorder(BrightestPixel):
+        def raw(self, batch):
+            seen.append(tuple(batch.shape[-2:]))
+            return super().raw(batch)
+
+    (found,) = Recorder(scale=2.5).detect([image])      # runs at 250x150
+    (capped,) = Recorder(scale=2.5, max_size=200).detect([image])   # 2.5x, then capped: 200x120
+    assert seen == [(150, 250), (120, 200)]
+    for det, factor in ((found, 2.5), (capped, 2.0)):
+        # An 8x8 box at the network's scale is 8 / factor wide in the image, around (71, 31).
+        assert ((det.boxes[0, :2] + det.boxes[0, 2:]) / 2).tolist() == pytest.approx([71, 31],
+                                                                                      abs=0.5)
+        assert float(det.boxes[0, 2] - det.boxes[0, 0]) == pytest.approx(8 / factor)
+    with pytest.raises(ValueError, match="test scale must be positive"):
+        BrightestPixel(scale=0)
+
+
 # ----------------------------------------------------------------------------- real detectors
 @pytest.fixture(scope="module")
 def retinaface():
@@ -125,6 +147,8 @@ def test_reference_detectors_save_and_load(name, tmp_path):
         a, b = model(x).second, loaded(x).second
     assert torch.equal(a.cls, b.cls) and torch.equal(a.reg, b.reg)
     assert torch.equal(a.anchors, b.anchors)
+    if name == "dsfd_like":   # DSFD's FEM enhances all six levels, the stride-4 one included
+        assert loaded.config.enhanced_levels == ("P2", "P3", "P4", "P5", "P6", "P7")
 
 
 def test_detect_writes_json_txt_and_picture(retinaface, tmp_path):

@@ -1,6 +1,8 @@
 """DRMC loss (Eq. 6-8) and the DSFD baseline loss."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,7 @@ import torch.nn.functional as F
 from detectors.box_ops import encode
 from detectors.heads import DetectorOutput, ShotOutput
 from detectors.losses import (
+    constant_predictor_loss,
     LOSSES, DRMCLoss, DSFDLoss, build_loss, diou_loss, hard_negative_mask, margin_cross_entropy,
 )
 
@@ -45,6 +48,18 @@ def test_margin_ce_equals_ce_at_zero_and_grows_with_the_margin():
     hand = -torch.log(torch.exp(torch.tensor(0.5)) / (1 + torch.exp(torch.tensor(0.5))))
     assert margin_cross_entropy(t([0, 1]), torch.tensor([1]), 0.5).item() == pytest.approx(
         hand.item())
+
+
+def test_constant_predictor_loss_is_the_best_image_blind_classifier():
+    # m = 0, 1:3: the face probability 1/4 everywhere, loss 4 H(1/4) per positive.
+    assert constant_predictor_loss(0.0, 3.0) == pytest.approx(-math.log(0.25) - 3 * math.log(0.75))
+    for margin in (0.0, 0.2, 1.0):
+        best = constant_predictor_loss(margin, 3.0)
+        gaps = torch.linspace(-6, 6, 12001)   # the same logit gap at every anchor
+        logits = torch.stack([torch.zeros_like(gaps), gaps], -1)
+        pos = margin_cross_entropy(logits, torch.ones(len(gaps), dtype=torch.long), margin)
+        neg = margin_cross_entropy(logits, torch.zeros(len(gaps), dtype=torch.long), margin)
+        assert float((pos + 3 * neg).min()) == pytest.approx(best, abs=1e-5)
 
 
 def test_hard_negative_mask_keeps_three_hardest_negatives_per_positive():

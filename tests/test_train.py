@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.config import ConfigError, DataSource, ScheduleConfig, load_config
+from detectors.config import ConfigError, DataSource, OptimConfig, ScheduleConfig, load_config
 from detectors.data.synthetic import make_synthetic
 from detectors.data.wider import FaceSample
 from detectors.evaluation.wider_eval import evaluate_wider, load_wider_ground_truth
 from detectors.losses import DSFDLoss, LossResult, register_loss
 from detectors.reference_detectors import load_detector
 from detectors.train import (
-    METRICS_FILE, MODEL_FILE, STATE_FILE, NonFiniteLossError, TrainEvent, ground_truth_from_samples,
-    is_val_position, load_samples, lr_at, restrict_ground_truth, split_images, train,
+    METRICS_FILE, MODEL_FILE, STATE_FILE, NonFiniteLossError, TrainEvent, build_optimizer,
+    ground_truth_from_samples, is_val_position, load_samples, lr_at, restrict_ground_truth,
+    split_images, train,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -55,6 +56,20 @@ def test_config_file_and_overrides(tmp_path):
     assert cfg.schedule.milestones == [3, 4] and cfg.run.max_minutes == 40.0
     assert cfg.data.train == [DataSource("a", subset="train")]
     assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 5e-4  # Sec. 4.1
+    assert cfg.optim.name == "sgd"
+
+
+def test_build_optimizer_follows_optim_name():
+    params = list(torch.nn.Linear(2, 2).parameters())
+    sgd = build_optimizer(params, OptimConfig(lr=0.02, momentum=0.8, weight_decay=1e-4))
+    assert isinstance(sgd, torch.optim.SGD)
+    assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == \
+        (0.02, 0.8, 1e-4)
+    adamw = build_optimizer(params, OptimConfig(name="adamw", lr=1e-3, weight_decay=5e-4))
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert (adamw.defaults["lr"], adamw.defaults["weight_decay"]) == (1e-3, 5e-4)
+    with pytest.raises(ValueError, match="optim.name 'adam'"):
+        build_optimizer(params, OptimConfig(name="adam"))
 
 
 def test_config_base_chain_merges_sections_and_replaces_lists(tmp_path):
@@ -74,6 +89,7 @@ def test_config_base_chain_merges_sections_and_replaces_lists(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("optim.lrr=1", "optim: unknown key(s) ['lrr']"),
     ("optim.lr=fast", "optim.lr: expected float"),
+    ("optim.name=adam", "optim.name: 'adam' is not one of ['sgd', 'adamw']"),
     ("data.train=[{subset: val}]", "data.train[0]: missing required key(s) ['dir']"),
     ("data.train=[{dir: a, subset: test}]", "data.train[0].subset: 'test' is not one of"),
 ])

@@ -1,0 +1,153 @@
+"""How soon detectors trained from scratch leave the constant-predictor plateau, side by side.
+
+Every model starts with its classification loss on the plateau of
+:func:`detectors.losses.constant_predictor_loss`. That is the loss of the best classifier that
+ignores the image: 2.560 for DRMC's margin loss, 2.249 for plain cross-entropy, both with 1:3
+hard-negative mining. A model only learns faces once it leaves that plateau.
+
+Each model trains on the same ``--batches`` fixed augmented batches of ``--data``, cycled, so
+the probe measures the optimisation alone and not the data. The recipe is
+``configs/train_d0_cpu40.yaml``'s: SGD with lr 0.01, momentum 0.9, wd 5e-4, gradient clip 10 and
+a linear warm-up over ``--warmup`` iterations. Each model uses the loss it is trained with
+(``bench/infer_speed.py``'s ``MODELS``).
+
+For each model it reports:
+
+* **escape:** the first iteration at which the second-shot classification loss, averaged over
+  one cycle of the batches, is 10% under the plateau;
+* the classification and regression parts at the end;
+* the median gradient norm before clipping;
+* seconds per step.
+
+Run (~6 min on 2 cores, 1 thread; ``../shared/data`` beside the project)::
+
+    PYTHONPATH=. python bench/learning_probe.py --json runs/learning_probe.json
+
+Measured 2026-11-28, 2-core CPU, 1 thread, 256 px, 4 batches of 4, 160 iterations:
+
+==========================  ======  ===========  =========  =============  ========
+model                       escape  cls at end   plateau    grad norm      s/step
+==========================  ======  ===========  =========  =============  ========
+D0, CPM on all six levels   140     2.16         2.560      0.6            0.75
+D0 (CPM on P3..P7)          see the README
+retinaface_mnet025          see the README
+==========================  ======  ===========  =========  =============  ========
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from detectors.config import DataSource, ModelConfig
+from detectors.data.loader import FaceDetectionDataset, detection_collate
+from detectors.losses import build_loss, constant_predictor_loss
+from detectors.train import build_model, load_samples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from infer_speed import MODELS  # noqa: E402  (the loss each model trains with)
+
+ESCAPE_FRACTION = 0.9
+
+
+def fixed_batches(data: Path, batches: int, batch: int, size: int, seed: int = 0):
+    """``batches`` augmented batches of the first images of ``data`` (deterministic)."""
+    dataset = FaceDetectionDataset(load_samples(DataSource(dir=str(data))), train=True,
+                                   size=size, seed=seed)
+    if len(dataset) < batches * batch:
+        raise ValueError(f"{data}: {len(dataset)} images, the probe needs {batches * batch}")
+    return [detection_collate([dataset[b * batch + i] for i in range(batch)])
+            for b in range(batches)]
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``MODEL`` or ``MODEL:LOSS`` -> (model, loss); the default loss is the model's own."""
+    name, _, loss = spec.partition(":")
+    if name not in MODELS:
+        raise SystemExit(f"unknown model {name!r} in {spec!r}; choose from {sorted(MODELS)}")
+    return name, loss or MODELS[name]
+
+
+def probe(spec: str, batches, iters: int, lr: float, warmup: int, options: dict) -> dict:
+    """Train ``spec``'s model from scratch on the cycled ``batches``; the probe's row for it."""
+    name, loss = parse_spec(spec)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name, options=options)).train()
+    loss_fn = build_loss(loss)
+    plateau = constant_predictor_loss(loss_fn.margin, loss_fn.neg_pos_ratio)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    cls_history, norms, times = [], [], []
+    escape = None
+    for it in range(iters):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (it + 1) / warmup)
+        images, boxes = batches[it % len(batches)]
+        start = time.perf_counter()
+        result = loss_fn(model(images), boxes)
+        optimizer.zero_grad(set_to_none=True)
+        result.total.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)))
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+        cls_history.append(float(result.parts["second/cls"]))
+        window = cls_history[-len(batches):]
+        if escape is None and len(window) == len(batches) \
+                and statistics.mean(window) < ESCAPE_FRACTION * plateau:
+            escape = it + 1
+    return {"model": f"{name} ({loss})" + (f" {options}" if options else ""), "escape": escape,
+            "cls_end": statistics.mean(cls_history[-len(batches):]),
+            "reg_end": float(result.parts["second/reg"]), "plateau": plateau,
+            "grad_norm": statistics.median(norms), "s_per_step": statistics.median(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["D0", "retinaface_mnet025"],
+                        metavar="MODEL[:LOSS]",
+                        help=f"models of {sorted(MODELS)}, each with its own loss or LOSS")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/wider-extra"))
+    parser.add_argument("--iters", type=int, default=160)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--d0-all-levels", action="store_true",
+                        help="also probe D0 with its CPM cells on all six levels")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    batches = fixed_batches(args.data, args.batches, args.batch, args.size)
+    runs = [(spec, {}) for spec in args.models]
+    if args.d0_all_levels:
+        runs.insert(1, ("D0", {"enhanced_levels": ["P2", "P3", "P4", "P5", "P6", "P7"]}))
+    rows = [probe(spec, batches, args.iters, args.lr, args.warmup, options)
+            for spec, options in runs]
+
+    table = Table(title=f"From-scratch probe: {args.batches} fixed batches of {args.batch} at "
+                        f"{args.size} px, {args.iters} SGD steps, {args.threads} thread(s)")
+    for header in ("model", "escape (iter)", "cls at end", "plateau", "reg at end",
+                   "grad norm", "s/step"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for row in rows:
+        table.add_row(row["model"], str(row["escape"] or f"> {args.iters}"),
+                      f"{row['cls_end']:.3f}", f"{row['plateau']:.3f}", f"{row['reg_end']:.3f}",
+                      f"{row['grad_norm']:.2f}", f"{row['s_per_step']:.3f}")
+    Console(width=160).print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
