@@ -13,15 +13,15 @@ Per model (untrained weights: speed does not depend on them):
 Run: ``PYTHONPATH=. python bench/infer_speed.py [--json out.json]``; on a shared machine pin
 the cores (``taskset -c 0,1``) and close other work, the medians are only as quiet as the box.
 
-Measured (``taskset -c 0,1`` on the Xeon host of an H100 machine, torch 2.11, onnxruntime 1.30,
-5 runs; ms at 640x480 for 1 / 2 threads, training img/s at 640x640 batch 2 with 2 threads):
+Measured 2026-11-28 (``taskset -c 0,1`` on this project's 2-core machine, torch 2.13; ms at
+640x480 for 1 / 2 threads, training img/s at 640x640 batch 2 with 2 threads):
 
 ==================  ======  =====  ===============  ==============  ===========
 model               params  MACs   PyTorch 1T / 2T  ORT 1T / 2T     train img/s
 ==================  ======  =====  ===============  ==============  ===========
-ASFD-D0             0.62 M  1.37G  119 / 98         33.5 / 25.8     1.6
-ASFD-D1             3.75 M  4.83G  177 / 149        91.7 / 57.9     1.0
-RetinaFace-style    0.46 M  0.74G  42.6 / 27.0      18.1 / 13.8     6.5
+ASFD-D0             0.58 M  0.80G  121 / 52         27.9 / 18.5     2.46
+ASFD-D1             3.71 M  4.26G  199 / 231        115 / 75.8      1.04
+RetinaFace-style    0.46 M  0.74G  34.9 / 31.5      19.6 / 10.2     8.75
 ==================  ======  =====  ===============  ==============  ===========
 
 With 2 threads on 2 cores that another process also uses, PyTorch's latency collapses (D0:

@@ -21,17 +21,20 @@ For each model it reports:
 
 Run (~6 min on 2 cores, 1 thread; ``../shared/data`` beside the project)::
 
-    PYTHONPATH=. python bench/learning_probe.py --json runs/learning_probe.json
+    PYTHONPATH=. python bench/learning_probe.py --models D0 "D0@enhanced_levels=[P2, P3, P4, P5,
+        P6, P7]" D0@head_conv=full D0:dsfd retinaface_mnet025 --json runs/learning_probe.json
 
-Measured 2026-11-28, 2-core CPU, 1 thread, 256 px, 4 batches of 4, 160 iterations:
+Measured 2026-11-28 on this project's 2-core CPU, 1 thread, 256 px, 4 batches of 4, 160 steps:
 
-==========================  ======  ===========  =========  =============  ========
-model                       escape  cls at end   plateau    grad norm      s/step
-==========================  ======  ===========  =========  =============  ========
-D0, CPM on all six levels   140     2.16         2.560      0.6            0.75
-D0 (CPM on P3..P7)          see the README
-retinaface_mnet025          see the README
-==========================  ======  ===========  =========  =============  ========
+===========================================  ======  =======  =======  =========  ======
+model (loss)                                 escape  cls end  plateau  grad norm  s/step
+===========================================  ======  =======  =======  =========  ======
+D0 (drmc)                                    > 160   2.564    2.560    0.84       0.43
+D0, CPM on all six levels (drmc)             > 160   2.565    2.560    0.76       0.80
+D0, dense 3x3 heads (drmc)                   > 160   2.387    2.560    4.63       0.47
+D0 (dsfd)                                    > 160   2.253    2.249    7.02       0.32
+retinaface_mnet025 (retinaface)              115     1.288    2.249    17.5       0.15
+===========================================  ======  =======  =======  =========  ======
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -67,17 +71,25 @@ def fixed_batches(data: Path, batches: int, batch: int, size: int, seed: int = 0
             for b in range(batches)]
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """``MODEL`` or ``MODEL:LOSS`` -> (model, loss); the default loss is the model's own."""
-    name, _, loss = spec.partition(":")
+def parse_spec(spec: str) -> tuple[str, str, dict]:
+    """``MODEL[:LOSS][@KEY=VALUE]...`` -> (model, loss, builder options); the default loss is
+    the model's own, values are YAML (``D0@head_conv=full``, ``D0@enhanced_levels=[P2, P3]``)."""
+    head, *pairs = spec.split("@")
+    name, _, loss = head.partition(":")
     if name not in MODELS:
         raise SystemExit(f"unknown model {name!r} in {spec!r}; choose from {sorted(MODELS)}")
-    return name, loss or MODELS[name]
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"{spec!r}: option {pair!r} is not KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    return name, loss or MODELS[name], options
 
 
-def probe(spec: str, batches, iters: int, lr: float, warmup: int, options: dict) -> dict:
+def probe(spec: str, batches, iters: int, lr: float, warmup: int) -> dict:
     """Train ``spec``'s model from scratch on the cycled ``batches``; the probe's row for it."""
-    name, loss = parse_spec(spec)
+    name, loss, options = parse_spec(spec)
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=name, options=options)).train()
     loss_fn = build_loss(loss)
@@ -101,7 +113,7 @@ def probe(spec: str, batches, iters: int, lr: float, warmup: int, options: dict)
         if escape is None and len(window) == len(batches) \
                 and statistics.mean(window) < ESCAPE_FRACTION * plateau:
             escape = it + 1
-    return {"model": f"{name} ({loss})" + (f" {options}" if options else ""), "escape": escape,
+    return {"model": spec, "loss": loss, "escape": escape,
             "cls_end": statistics.mean(cls_history[-len(batches):]),
             "reg_end": float(result.parts["second/reg"]), "plateau": plateau,
             "grad_norm": statistics.median(norms), "s_per_step": statistics.median(times)}
@@ -110,8 +122,9 @@ def probe(spec: str, batches, iters: int, lr: float, warmup: int, options: dict)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["D0", "retinaface_mnet025"],
-                        metavar="MODEL[:LOSS]",
-                        help=f"models of {sorted(MODELS)}, each with its own loss or LOSS")
+                        metavar="MODEL[:LOSS][@KEY=VALUE]",
+                        help=f"models of {sorted(MODELS)}, each with its own loss or LOSS, "
+                             "and builder options (e.g. D0@head_conv=full)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/wider-extra"))
     parser.add_argument("--iters", type=int, default=160)
     parser.add_argument("--batches", type=int, default=4)
@@ -120,26 +133,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--d0-all-levels", action="store_true",
-                        help="also probe D0 with its CPM cells on all six levels")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     batches = fixed_batches(args.data, args.batches, args.batch, args.size)
-    runs = [(spec, {}) for spec in args.models]
-    if args.d0_all_levels:
-        runs.insert(1, ("D0", {"enhanced_levels": ["P2", "P3", "P4", "P5", "P6", "P7"]}))
-    rows = [probe(spec, batches, args.iters, args.lr, args.warmup, options)
-            for spec, options in runs]
+    rows = [probe(spec, batches, args.iters, args.lr, args.warmup) for spec in args.models]
 
     table = Table(title=f"From-scratch probe: {args.batches} fixed batches of {args.batch} at "
                         f"{args.size} px, {args.iters} SGD steps, {args.threads} thread(s)")
-    for header in ("model", "escape (iter)", "cls at end", "plateau", "reg at end",
+    for header in ("model", "loss", "escape (iter)", "cls at end", "plateau", "reg at end",
                    "grad norm", "s/step"):
         table.add_column(header, justify="left" if header == "model" else "right")
     for row in rows:
-        table.add_row(row["model"], str(row["escape"] or f"> {args.iters}"),
+        table.add_row(row["model"], row["loss"], str(row["escape"] or f"> {args.iters}"),
                       f"{row['cls_end']:.3f}", f"{row['plateau']:.3f}", f"{row['reg_end']:.3f}",
                       f"{row['grad_norm']:.2f}", f"{row['s_per_step']:.3f}")
     Console(width=160).print(table)

@@ -84,7 +84,7 @@ class DataConfig:
 class OptimConfig:
     """``name``: ``sgd`` (Sec. 4.1; ``momentum``, L2 ``weight_decay``) or ``adamw`` (Adam with
     decoupled ``weight_decay``; ``momentum`` unused). AdamW is our choice for training from
-    scratch: it scales each step by the gradient's running magnitude, which differs ~30x between
+    scratch: it scales each step by the gradient's running magnitude, which differs ~20x between
     ASFD-D0 and the RetinaFace-style baseline at the start (``bench/learning_probe.py``), so one
     learning rate serves both. ``lr`` is the rate after warm-up; ``grad_clip`` the max global L2
     norm (0 disables; our choice, it keeps from-scratch training of tiny models stable)."""
