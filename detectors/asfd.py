@@ -28,11 +28,12 @@ FPN + CPM 0.72M / 1.77 G. Any cascade and level set stay available through
 ``feature_modules`` / ``enhanced_levels``.
 
 Calibration (``asfd profile``, genotype ``asfd_paper_like``, 640x480; ours / Table 5):
-params 0.93, 0.95, 0.93, 0.96, 0.87, 0.95, 1.03 for D0..D6; MACs 1.09, 0.99, 0.63, 0.78, 0.72,
+params 0.93, 0.95, 0.93, 0.96, 0.87, 0.95, 1.03 for D0..D6; MACs 1.09, 1.00, 0.64, 0.78, 0.72,
 0.84, 0.97. Table 5 is not self-consistent under one scaling rule: D0/D1 share D2's depths, yet
-their non-backbone MACs per ``W^2`` are ~4x smaller than D2's; the non-backbone params grow
-2.5x from D3 to D4 (``W^2``: 1.78x) but 1.11x from D5 to D6 (``W^2``: 1.44x). RetinaNet-style
-extra levels (a 3x3/2 conv straight on C5) would lift D4 to 0.97 but D0 further above 1.
+their non-backbone MACs per ``W^2`` in Table 5 are ~5x smaller than D2's (ours are alike, so D2
+falls short where D0 fits); the non-backbone params grow 2.5x from D3 to D4 (``W^2``: 1.78x)
+but 1.11x from D5 to D6 (``W^2``: 1.44x). RetinaNet-style extra levels (a 3x3/2 conv straight on
+C5) would lift D4 to 0.97 but D0 further above 1.
 """
 from __future__ import annotations
 
