@@ -193,18 +193,12 @@ def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
 
 
 class FeatureCascade(nn.Sequential):
-    """Feature modules applied one after the other (pyramid in, pyramid out) to the coarser
-    levels; the ``passthrough`` finest maps skip them."""
-
-    def __init__(self, *modules: nn.Module, passthrough: int = 0) -> None:
-        super().__init__(*modules)
-        self.passthrough = passthrough
+    """Feature modules applied one after the other (pyramid in, pyramid out)."""
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
-        kept, feats = list(feats[:self.passthrough]), feats[self.passthrough:]
         for module in self:
             feats = module(feats)
-        return kept + list(feats)
+        return list(feats)
 
 
 class DualShotDetector(nn.Module):
@@ -213,8 +207,8 @@ class DualShotDetector(nn.Module):
     ``feature_module`` is any module mapping the six-map pyramid (``channels`` each) to a pyramid
     of the same shapes: a fixed AutoFEM, a hand-designed baseline, or a search supernet.
     ``dual_shot=False`` never computes the first shot (a single-shot detector). ``passthrough``:
-    how many of the finest levels the feature module leaves unchanged; the first shot skips
-    them (module docstring).
+    how many of the finest levels skip the feature module (it maps the coarser ones) and reach
+    the second shot unchanged; the first shot skips them (module docstring).
     """
 
     def __init__(
@@ -249,12 +243,11 @@ class DualShotDetector(nn.Module):
     def forward(self, images: Tensor, first_shot: bool | None = None) -> DetectorOutput:
         """``images [B, 3, H, W]`` (any H, W). The first shot is computed when ``first_shot``
         is True, or by default in training mode (it only feeds the loss)."""
-        first = self.pyramid(images)
-        second = self.shot(self.feature_module(first), "second")
+        first, skip = self.pyramid(images), self.passthrough
+        second = self.shot(first[:skip] + list(self.feature_module(first[skip:])), "second")
         want_first = self.training if first_shot is None else first_shot
         if not (want_first and self.dual_shot):
             return DetectorOutput(second)
-        skip = self.passthrough
         return DetectorOutput(second, self.shot(first[skip:], "first", first_level=skip))
 
     def anchors_for(self, height: int, width: int, shot: Shot = "second") -> Tensor:
@@ -264,10 +257,10 @@ class DualShotDetector(nn.Module):
 
 def build_feature_cascade(
     names: Sequence[str], channels: int, genotype: Genotype | None,
-    levels: Sequence[str] = LEVELS, passthrough: int = 0,
+    levels: Sequence[str] = LEVELS,
 ) -> FeatureCascade:
-    """Registered feature modules ``names`` in order, on ``levels`` (after ``passthrough``
-    untouched finer maps); AutoFEM ones are built from ``genotype``."""
+    """Registered feature modules ``names`` in order, on ``levels``; AutoFEM ones are built from
+    ``genotype``."""
     modules = []
     for name in names:
         if name in GENOTYPE_FEATURE_MODULES:
@@ -276,7 +269,7 @@ def build_feature_cascade(
             modules.append(build_feature_module(name, channels, genotype=genotype, levels=levels))
         else:
             modules.append(build_feature_module(name, channels, levels=levels))
-    return FeatureCascade(*modules, passthrough=passthrough)
+    return FeatureCascade(*modules)
 
 
 class ASFD(DualShotDetector):
@@ -289,7 +282,7 @@ class ASFD(DualShotDetector):
             backbone=build_backbone(config.backbone),
             feature_module=build_feature_cascade(
                 config.feature_modules, config.width, genotype if needs_genotype else None,
-                config.enhanced_levels, config.passthrough),
+                config.enhanced_levels),
             heads=DetectionHeads(config.width, config.head_depth, config.head_conv),
             channels=config.width, anchors=config.anchors, dual_shot=config.dual_shot,
             passthrough=config.passthrough,

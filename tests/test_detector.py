@@ -76,11 +76,15 @@ def test_half_depth_autofem_passes_the_stride4_level_through(d0):
     assert asfd_config("D3").enhanced_levels == LEVELS
     assert sorted(d0.feature_module[0].blocks) == sorted(HALF_DEPTH_LEVELS)   # no P2 cell
     d0.eval()
+    x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        first = d0.pyramid(torch.rand(1, 3, 64, 64))
-        second = d0.feature_module(first)
-    assert len(second) == 6 and torch.equal(second[0], first[0])
-    assert all(not torch.equal(s, f) for s, f in zip(second[1:], first[1:]))
+        first = d0.pyramid(x)
+        second = d0(x).second
+        p2_cls, _ = d0.heads(first[:1])                  # the heads on the lateral P2 map
+        enhanced = d0.feature_module(first[1:])
+    assert torch.equal(second.cls[:, :p2_cls.shape[1]], p2_cls)
+    assert len(enhanced) == 5
+    assert all(not torch.equal(e, f) for e, f in zip(enhanced, first[1:]))
 
 
 def test_enhanced_levels_must_be_the_coarsest_levels():
