@@ -49,12 +49,12 @@ import search_spaces.cpm  # noqa: F401  (registers autofem_cpm)
 import search_spaces.fpn  # noqa: F401  (registers autofem_fpn)
 from detectors.anchors import AnchorGenerator, Shot
 from detectors.backbones import Backbone, ExtraLevels, build_backbone
-from detectors.heads import DetectionHeads, DetectorOutput, HeadConv, ShotOutput
+from detectors.heads import DetectionHeads, DetectorOutput, HeadConv, HeadNorm, ShotOutput
 from genotypes.io import genotype_from_dict, genotype_to_dict, load_genotype
 from genotypes.schema import LEVELS, Genotype
 from nas_search.registry import list_ops
 from search_spaces.baselines import build_feature_module
-from search_spaces.ops import ConvBNAct
+from search_spaces.ops import ConvBNAct, upsample_to
 
 Variant = Literal["D0", "D1", "D2", "D3", "D4", "D5", "D6"]
 
@@ -133,7 +133,10 @@ class ASFDConfig:
     ``autofem_fpn``, ``autofem_cpm``; DSFD-style baselines: ``fem_fpn``, ``fem_cpm``...; ``none``
     for no enhancement). They transform the ``enhanced_levels``, the coarsest levels of the
     pyramid; the finer ones reach the second shot unchanged. ``dual_shot=False`` gives a
-    single-shot (RetinaFace-style) detector.
+    single-shot (RetinaFace-style) detector. ``head_norm`` and ``cls_prior`` are the heads'
+    per-map BatchNorm and prior-probability initialisation (:mod:`detectors.heads`);
+    ``passthrough_topdown`` feeds the levels outside ``enhanced_levels`` a top-down path
+    (:meth:`DualShotDetector.passthrough_levels`).
     """
 
     backbone: str = "mobilenet0.25"
@@ -142,6 +145,9 @@ class ASFDConfig:
     enhanced_levels: tuple[str, ...] = LEVELS
     head_depth: int = 1
     head_conv: HeadConv = "separable"
+    head_norm: HeadNorm = "batch"
+    cls_prior: float | None = 0.001
+    passthrough_topdown: bool = True
     dual_shot: bool = True
     anchors: AnchorGenerator = field(default_factory=AnchorGenerator)
     name: str = ""
@@ -158,6 +164,11 @@ class ASFDConfig:
     def passthrough(self) -> int:
         """How many of the finest levels skip the feature modules."""
         return len(LEVELS) - len(self.enhanced_levels)
+
+    @property
+    def head_maps(self) -> int:
+        """The maps the shared heads run on: six second-shot levels, then the first shot's."""
+        return head_map_count(self.dual_shot, self.passthrough)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,6 +203,12 @@ def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
     return dataclasses.replace(base, **overrides)
 
 
+def head_map_count(dual_shot: bool, passthrough: int) -> int:
+    """Maps of a dual-shot detector's heads: every level of the second shot, and the first
+    shot's levels (those not passed through) when there is a first shot."""
+    return len(LEVELS) + (len(LEVELS) - passthrough if dual_shot else 0)
+
+
 class FeatureCascade(nn.Sequential):
     """Feature modules applied one after the other (pyramid in, pyramid out)."""
 
@@ -207,14 +224,15 @@ class DualShotDetector(nn.Module):
     ``feature_module`` is any module mapping the six-map pyramid (``channels`` each) to a pyramid
     of the same shapes: a fixed AutoFEM, a hand-designed baseline, or a search supernet.
     ``dual_shot=False`` never computes the first shot (a single-shot detector). ``passthrough``:
-    how many of the finest levels skip the feature module (it maps the coarser ones) and reach
-    the second shot unchanged; the first shot skips them (module docstring).
+    how many of the finest levels skip the feature module (it maps the coarser ones); the first
+    shot skips them (module docstring). They reach the second shot through
+    :meth:`passthrough_levels`.
     """
 
     def __init__(
         self, backbone: Backbone, feature_module: nn.Module, heads: DetectionHeads,
         channels: int, anchors: AnchorGenerator | None = None, dual_shot: bool = True,
-        passthrough: int = 0,
+        passthrough: int = 0, passthrough_topdown: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -226,6 +244,10 @@ class DualShotDetector(nn.Module):
         self.dual_shot = dual_shot
         self.channels = channels
         self.passthrough = passthrough
+        self.passthrough_topdown = passthrough_topdown
+        if heads.per_map and heads.n_maps != head_map_count(dual_shot, passthrough):
+            raise ValueError(f"heads have norms for {heads.n_maps} maps; this detector runs "
+                             f"them on {head_map_count(dual_shot, passthrough)}")
 
     def pyramid(self, images: Tensor) -> list[Tensor]:
         """The first-shot pyramid: C2..C5 through the laterals, then C6, C7 (``channels`` each)."""
@@ -233,18 +255,38 @@ class DualShotDetector(nn.Module):
         laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
         return laterals + self.extra(feats[-1])
 
+    def first_map(self, shot: Shot, first_level: int) -> int:
+        """The heads' map index of level ``first_level`` in ``shot``: second-shot levels are maps
+        0-5, the first shot's follow (:func:`head_map_count`)."""
+        return first_level if shot == "second" else len(LEVELS) + first_level - self.passthrough
+
     def shot(self, feats: Sequence[Tensor], shot: Shot, first_level: int = 0) -> ShotOutput:
         """The heads' predictions on ``feats``, the maps of the levels from ``first_level`` on."""
-        cls, reg = self.heads(feats)
+        cls, reg = self.heads(feats, self.first_map(shot, first_level))
         shapes = [tuple(f.shape[-2:]) for f in feats]
         anchors = self.anchor_generator(shapes, shot, device=cls.device, first_level=first_level)
         return ShotOutput(cls, reg, anchors)
+
+    def passthrough_levels(self, laterals: Sequence[Tensor], coarser: Tensor) -> list[Tensor]:
+        """The second-shot maps of the passed-through levels (finest first), given their lateral
+        maps and the enhanced map of the next coarser level. With ``passthrough_topdown`` each
+        is Eq. 2's top-down path with the identity op, ``P_i = C_i x F_up(P_{i+1})`` (DSFD's
+        FEM-FPN product, no parameters): a lateral map alone carries only the backbone's small
+        receptive field, and on the stride-4 level of D0 that blocked learning (README)."""
+        if not self.passthrough_topdown:
+            return list(laterals)
+        maps = []
+        for lateral in reversed(laterals):
+            coarser = lateral * upsample_to(coarser, lateral)
+            maps.append(coarser)
+        return maps[::-1]
 
     def forward(self, images: Tensor, first_shot: bool | None = None) -> DetectorOutput:
         """``images [B, 3, H, W]`` (any H, W). The first shot is computed when ``first_shot``
         is True, or by default in training mode (it only feeds the loss)."""
         first, skip = self.pyramid(images), self.passthrough
-        second = self.shot(first[:skip] + list(self.feature_module(first[skip:])), "second")
+        enhanced = list(self.feature_module(first[skip:]))
+        second = self.shot(self.passthrough_levels(first[:skip], enhanced[0]) + enhanced, "second")
         want_first = self.training if first_shot is None else first_shot
         if not (want_first and self.dual_shot):
             return DetectorOutput(second)
@@ -283,9 +325,10 @@ class ASFD(DualShotDetector):
             feature_module=build_feature_cascade(
                 config.feature_modules, config.width, genotype if needs_genotype else None,
                 config.enhanced_levels),
-            heads=DetectionHeads(config.width, config.head_depth, config.head_conv),
+            heads=DetectionHeads(config.width, config.head_depth, config.head_conv,
+                                 config.head_norm, config.head_maps, config.cls_prior),
             channels=config.width, anchors=config.anchors, dual_shot=config.dual_shot,
-            passthrough=config.passthrough,
+            passthrough=config.passthrough, passthrough_topdown=config.passthrough_topdown,
         )
         self.config = config
         self.genotype = genotype if needs_genotype else None
@@ -307,7 +350,25 @@ def build_asfd(
 
 
 CHECKPOINT_FORMAT = "asfd-model"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+
+
+def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 checkpoint in version 2's terms: its passed-through levels had no top-down
+    path, its heads no norms and PyTorch's default init (``passthrough_topdown: false``,
+    ``head_norm: none``, ``cls_prior: null``), and its heads kept their tower convs at the even
+    indices of a ``tower`` Sequential (``heads.cls.tower.2.*`` is ``heads.cls.convs.1.*``)."""
+    if ckpt.get("version") != 1:
+        return ckpt
+    config = {**ckpt["config"], "head_norm": "none", "cls_prior": None,
+              "passthrough_topdown": False}
+    state = {}
+    for key, value in ckpt["state_dict"].items():
+        parts = key.split(".")
+        if parts[:1] == ["heads"] and parts[2:3] == ["tower"]:
+            key = ".".join([*parts[:2], "convs", str(int(parts[3]) // 2), *parts[4:]])
+        state[key] = value
+    return {**ckpt, "version": 2, "config": config, "state_dict": state}
 
 
 def save_model(model: ASFD, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -335,9 +396,10 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> AS
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an asfd model checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    ckpt = upgrade_checkpoint(ckpt)
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {ckpt.get('version')}, this asfd reads "
-                         f"version {CHECKPOINT_VERSION}")
+                         f"versions 1-{CHECKPOINT_VERSION}")
     config = ASFDConfig.from_dict(ckpt["config"], source=f"{path}: config")
     genotype = None if ckpt["genotype"] is None else genotype_from_dict(
         ckpt["genotype"], known_ops=list_ops(), source=f"{path}: genotype")

@@ -98,15 +98,20 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Linear warm-up from ``warmup_start_lr`` over ``warmup_iters`` iterations, then the lr is
-    multiplied by ``gamma`` at each milestone; training ends after ``epochs``.
+    """Linear warm-up from ``warmup_start_lr`` over ``warmup_iters`` iterations, then ``policy``:
+    ``step`` multiplies the lr by ``gamma`` at each milestone (the paper's); ``cosine`` follows
+    ``lr * (r + (1 - r) (1 + cos(pi t)) / 2)`` with ``r = min_lr_ratio`` and ``t`` the share of
+    training done. Training ends after ``epochs``.
 
-    ``milestone_unit``: ``epoch`` (the paper's: ``milestones`` are epochs) or ``budget``
-    (``milestones`` are fractions of ``run.max_minutes`` elapsed, e.g. ``[0.6, 0.85]``, and
-    ``epochs`` is only an upper bound): for time-boxed runs whose speed is not known in advance
-    (a shared CPU). The lr then depends on the wall clock, so such runs are not bit-reproducible.
+    ``milestone_unit``: ``epoch`` (the paper's: ``milestones`` are epochs; cosine's ``t`` counts
+    iterations) or ``budget`` (``milestones`` and ``t`` are fractions of ``run.max_minutes``
+    elapsed, e.g. ``[0.6, 0.85]``, and ``epochs`` is only an upper bound): for time-boxed runs
+    whose speed is not known in advance (a shared CPU). The lr then depends on the wall clock,
+    so such runs are not bit-reproducible.
     """
 
+    policy: Literal["step", "cosine"] = "step"
+    min_lr_ratio: float = 0.01
     epochs: int = 50
     milestones: list[float] = field(default_factory=lambda: [25, 40])
     milestone_unit: Literal["epoch", "budget"] = "epoch"
@@ -141,13 +146,15 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     """``max_minutes``: wall-clock budget; on expiry the run checkpoints, evaluates and stops.
-    ``amp``: mixed precision, used on CUDA only. ``threads``: torch CPU threads (0: the cores
-    shared out among the local processes). ``log_every``: iterations between metrics.csv rows;
+    ``amp``: mixed precision, used on CUDA only. ``channels_last``: NHWC memory format for the
+    model and its inputs (2-3x faster depthwise convolutions on CPUs; D0 trains 1.3x faster).
+    ``threads``: torch CPU threads (0: the cores shared out among the local processes). ``log_every``: iterations between metrics.csv rows;
     ``checkpoint_every``: epochs between checkpoints (one is also written on stopping)."""
 
     seed: int = 0
     max_minutes: float | None = None
     amp: bool = True
+    channels_last: bool = True
     device: str = "auto"
     threads: int = 0
     log_every: int = 10

@@ -37,7 +37,7 @@ import yaml
 from torch import Tensor
 
 from detectors.anchors import AnchorGenerator
-from detectors.asfd import DualShotDetector, FeatureCascade
+from detectors.asfd import ASFDConfig, DualShotDetector, FeatureCascade, head_map_count
 from detectors.backbones import build_backbone, load_pretrained
 from detectors.config import ConfigError, DataSource, dataclass_from_dict, apply_overrides
 from detectors.data.loader import FaceDetectionDataset, build_dataloader, set_epoch
@@ -166,8 +166,10 @@ class FaceSearchSupernet(Supernet, DualShotDetector):
         backbone = build_backbone(config.backbone)
         if config.pretrained:
             load_pretrained(backbone, config.pretrained)
-        super().__init__(backbone, feature, DetectionHeads(config.channels, config.head_depth),
-                         config.channels, AnchorGenerator())
+        heads = DetectionHeads(config.channels, config.head_depth, norm="batch",
+                               n_maps=head_map_count(dual_shot=True, passthrough=0),
+                               cls_prior=ASFDConfig.cls_prior)
+        super().__init__(backbone, feature, heads, config.channels, AnchorGenerator())
         self.config = config
         self.search_module = search_module
 

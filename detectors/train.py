@@ -234,14 +234,20 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.o
 # ----------------------------------------------------------------------------- schedule
 def lr_at(iteration: int, iters_per_epoch: int, base_lr: float, schedule: ScheduleConfig,
           budget_used: float = 0.0) -> float:
-    """Sec. 4.1: linear warm-up ``warmup_start_lr -> base_lr`` over ``warmup_iters``, then
-    ``base_lr * gamma ** (milestones passed)``. An epoch milestone is passed at the first
+    """Sec. 4.1: linear warm-up ``warmup_start_lr -> base_lr`` over ``warmup_iters``, then the
+    ``step`` policy, ``base_lr * gamma ** (milestones passed)``, or the ``cosine`` one
+    (:class:`~detectors.config.ScheduleConfig`). An epoch milestone is passed at the first
     iteration of its epoch, a budget milestone once ``budget_used`` (the share of
     ``run.max_minutes`` elapsed) reaches it."""
     if iteration < schedule.warmup_iters:
         t = iteration / schedule.warmup_iters
         return schedule.warmup_start_lr + t * (base_lr - schedule.warmup_start_lr)
-    where = iteration // iters_per_epoch if schedule.milestone_unit == "epoch" else budget_used
+    by_epoch = schedule.milestone_unit == "epoch"
+    if schedule.policy == "cosine":
+        done = iteration / (schedule.epochs * iters_per_epoch) if by_epoch else budget_used
+        r = schedule.min_lr_ratio
+        return base_lr * (r + (1 - r) * (1 + math.cos(math.pi * min(done, 1.0))) / 2)
+    where = iteration // iters_per_epoch if by_epoch else budget_used
     return base_lr * schedule.gamma ** sum(where >= m for m in schedule.milestones)
 
 
@@ -457,6 +463,9 @@ class Trainer:
 
         seed_everything(config.run.seed)
         model = build_model(config.model).to(self.device)
+        self.memory_format = (torch.channels_last if config.run.channels_last
+                              else torch.contiguous_format)
+        model = model.to(memory_format=self.memory_format)
         if self.ctx.enabled and self.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -576,7 +585,8 @@ class Trainer:
     def step(self, images: Tensor, boxes: list[Tensor]) -> tuple[Tensor, dict[str, float]]:
         """One optimisation step; returns the loss (not yet checked) and its parts."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            output = self.net(images.to(self.device, non_blocking=True))
+            output = self.net(images.to(self.device, non_blocking=True,
+                                        memory_format=self.memory_format))
         result = self.loss(_float_output(output), [b.to(self.device) for b in boxes])
         return result.total, {k: float(v) for k, v in result.parts.items()}
 

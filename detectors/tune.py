@@ -45,7 +45,7 @@ class TuneSettings:
     genotype: str = "asfd_paper_like"
     objective: Objective = "hard"
     margin: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    lambda1: list[float] = field(default_factory=lambda: [0.5, 5.0])
+    lambda1: list[float] = field(default_factory=lambda: [2.0, 50.0])
     lambda2: list[float] = field(default_factory=lambda: [0.25, 2.0])
     lr: list[float] = field(default_factory=lambda: [0.003, 0.05])
     seed: int = 0

@@ -49,13 +49,13 @@ def test_saved_tensor_meter_counts_activations_once_and_skips_parameters():
 def test_tree_search_step_uses_less_activation_memory_than_pcdarts(faces):
     costs = {}
     for mode in ("pcdarts", "top1_tree"):
-        config = FaceSearchConfig(mode=mode, n_nodes=4, channels=8, image_size=64, batch_size=2,
+        config = FaceSearchConfig(mode=mode, n_nodes=6, channels=8, image_size=64, batch_size=2,
                                   base_fpn="none")
         task = FaceSearchTask(config, DataSource(str(faces)))
         torch.manual_seed(0)
         costs[mode] = measure_step_cost(task, task.build_supernet(), steps=1)
     assert costs["top1_tree"].activation_bytes > 0 and costs["top1_tree"].seconds > 0
-    # 4 nodes: the DAG runs 10 mixed edges per cell, the tree 4
+    # 6 nodes: the DAG runs 21 mixed edges per cell, the tree 6
     assert costs["pcdarts"].activation_bytes > 1.5 * costs["top1_tree"].activation_bytes
 
 

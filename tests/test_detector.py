@@ -59,8 +59,11 @@ def test_both_shots_share_the_heads(d0):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         out = d0(x, first_shot=True)
-        cls, reg = d0.heads(d0.pyramid(x)[1:])
+        cls, reg = d0.heads(d0.pyramid(x)[1:], d0.first_map("first", 1))
     assert torch.equal(out.first.cls, cls) and torch.equal(out.first.reg, reg)
+    # one set of conv weights; each map (level of a shot) has its own BatchNorm
+    assert d0.heads.n_maps == 6 + 5 and d0.first_map("first", 1) == 6
+    assert len(d0.heads.cls.norms[0]) == d0.heads.n_maps
 
 
 def test_d0_parameters_and_macs_within_10_percent_of_table5(d0):
@@ -80,9 +83,12 @@ def test_half_depth_autofem_passes_the_stride4_level_through(d0):
     with torch.no_grad():
         first = d0.pyramid(x)
         second = d0(x).second
-        p2_cls, _ = d0.heads(first[:1])                  # the heads on the lateral P2 map
         enhanced = d0.feature_module(first[1:])
-    assert torch.equal(second.cls[:, :p2_cls.shape[1]], p2_cls)
+        # P2: the lateral map gated by the up-sampled enhanced P3 (identity top-down path)
+        p2 = first[0] * torch.nn.functional.interpolate(enhanced[0], size=first[0].shape[-2:],
+                                                        mode="bilinear", align_corners=False)
+        p2_cls, _ = d0.heads([p2])
+    assert torch.allclose(second.cls[:, :p2_cls.shape[1]], p2_cls, atol=1e-6)
     assert len(enhanced) == 5
     assert all(not torch.equal(e, f) for e, f in zip(enhanced, first[1:]))
 
@@ -184,3 +190,15 @@ def test_profile_command_prints_ours_and_the_paper(capsys):
     assert "ASFD-D0" in out and "mobilenet0.25" in out and "0.62" in out and "0.73" in out
     assert asfd_main(["profile", "D9"]) == 2
     assert "neither a variant" in capsys.readouterr().err
+
+
+def test_passed_through_levels_get_a_recursive_top_down_path():
+    model = build_asfd("D0", enhanced_levels=("P4", "P5", "P6", "P7")).eval()
+    up = lambda x, ref: torch.nn.functional.interpolate(  # noqa: E731
+        x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+    c2, c3 = torch.rand(1, 4, 16, 16), torch.rand(1, 4, 8, 8)
+    e4 = torch.rand(1, 4, 4, 4)
+    p2, p3 = model.passthrough_levels([c2, c3], e4)
+    assert torch.allclose(p3, c3 * up(e4, c3)) and torch.allclose(p2, c2 * up(p3, c2))
+    model.passthrough_topdown = False
+    assert model.passthrough_levels([c2, c3], e4) == [c2, c3]

@@ -1,6 +1,8 @@
 """Training: config loading, data selection, lr schedule, a short run, resume, NaN detection."""
 from __future__ import annotations
 
+import math
+
 import csv
 from pathlib import Path
 
@@ -113,6 +115,17 @@ def test_lr_warmup_then_step_decay():
     assert lr_at(5, 10, 0.01, timed, budget_used=0.9) == pytest.approx(0.005, rel=1e-3)  # warm-up
     assert lr_at(11, 10, 0.01, timed, budget_used=0.6) == pytest.approx(0.001)
     assert lr_at(11, 10, 0.01, timed, budget_used=0.9) == pytest.approx(0.0001)
+
+
+def test_cosine_schedule_by_epoch_and_by_budget():
+    s = ScheduleConfig(policy="cosine", epochs=10, warmup_iters=5, min_lr_ratio=0.1)
+    assert lr_at(5, 10, 1.0, s) == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * 0.05)) / 2)
+    assert lr_at(50, 10, 1.0, s) == pytest.approx(0.55)          # half-way
+    assert lr_at(100, 10, 1.0, s) == pytest.approx(0.1) == lr_at(500, 10, 1.0, s)
+    timed = ScheduleConfig(policy="cosine", milestone_unit="budget", warmup_iters=0,
+                           min_lr_ratio=0.0)
+    assert lr_at(7, 10, 0.02, timed, budget_used=0.5) == pytest.approx(0.01)
+    assert lr_at(7, 10, 0.02, timed, budget_used=1.2) == pytest.approx(0.0)
 
 
 # ----------------------------------------------------------------------------- data selection

@@ -41,8 +41,8 @@ def test_suggest_samples_each_parameter_in_its_range():
         for name, value in params.items():
             low, high = getattr(settings, name)
             assert low <= value <= high, name
-    fixed = optuna.trial.FixedTrial({"margin": 0.1, "lambda1": 1.0, "lambda2": 0.5, "lr": 0.01})
-    assert suggest(fixed, settings) == {"margin": 0.1, "lambda1": 1.0, "lambda2": 0.5, "lr": 0.01}
+    fixed = optuna.trial.FixedTrial({"margin": 0.1, "lambda1": 10.0, "lambda2": 0.5, "lr": 0.01})
+    assert suggest(fixed, settings) == {"margin": 0.1, "lambda1": 10.0, "lambda2": 0.5, "lr": 0.01}
     with pytest.raises(ValueError, match=r"tune.lr: expected \[low, high\]"):
         suggest(fixed, TuneSettings(lr=[0.1, 0.01]))
 
