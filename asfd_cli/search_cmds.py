@@ -1,4 +1,5 @@
-"""Search commands: ``asfd search``, ``derive``, ``compare``, ``tune`` and ``demo``.
+"""Search commands: ``asfd search``, ``derive``, ``compare``, ``compare-seeds``, ``tune`` and
+``demo``.
 
 Every config value can be set three ways, later ones winning: the YAML file (``--config``), a
 dedicated flag (``--epochs 5``), or ``--set section.key=value`` (parsed as YAML).
@@ -293,6 +294,33 @@ def register_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+def cmd_compare_seeds(args: argparse.Namespace) -> int:
+    from detectors.compare import read_rows, seed_spread, spread_markdown
+
+    runs = []
+    for folder in args.runs:
+        rows = read_rows(folder)
+        if not rows:
+            raise ValueError(f"{folder}: no compare.csv with finished arms")
+        runs.append(rows)
+    text = spread_markdown(seed_spread(runs), len(runs))
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    console().print(text, markup=False)
+    return 0
+
+
+def register_compare_seeds(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare-seeds", help="AP range of each compare arm over seeds, and what beats the spread",
+        description="Read the compare.csv of several `asfd compare` runs that differ only in "
+                    "their seed (--set search.seed=1 --set train.run.seed=1) and print each "
+                    "arm's AP range and whether it is separated from the best arm beyond it.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="compare out folders")
+    p.add_argument("-o", "--output", type=Path, help="also write the Markdown table here")
+    p.set_defaults(func=cmd_compare_seeds)
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
@@ -454,5 +482,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_search(subparsers)
     register_derive(subparsers)
     register_compare(subparsers)
+    register_compare_seeds(subparsers)
     register_tune(subparsers)
     register_demo(subparsers)

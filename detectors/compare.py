@@ -20,7 +20,9 @@ the data folder is split once by :func:`detectors.train.split_images` with
 
 Results go to ``compare.csv`` one row per finished arm (a rerun skips them: resumable; an
 interrupted search resumes from its checkpoint, and its ``search_min`` then counts the resumed
-part only) and, at the end, ``compare.md``.
+part only) and, at the end, ``compare.md``. Seed-to-seed spread: run the comparison once per
+seed (``search.seed`` and ``train.run.seed``) into separate folders and read them with
+:func:`seed_spread` (``asfd compare-seeds``).
 """
 from __future__ import annotations
 
@@ -267,6 +269,60 @@ def write_markdown(out_dir: str | Path, rows: Sequence[CompareRow], header: str)
     path = Path(out_dir) / COMPARE_MD
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+# ----------------------------------------------------------------------------- seeds
+METRICS: tuple[str, ...] = ("ap_easy", "ap_medium", "ap_hard")
+
+
+@dataclass(frozen=True)
+class ArmSpread:
+    """One arm's AP over several seeded runs of the comparison: ``low``/``high`` per metric."""
+
+    arm: str
+    method: str
+    low: dict[str, float]
+    high: dict[str, float]
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return {m: (self.low[m] + self.high[m]) / 2 for m in self.low}
+
+    def separated_from(self, other: ArmSpread, metric: str) -> bool:
+        """Whether the two arms' seed ranges of ``metric`` do not overlap (the difference
+        exceeds the seed-to-seed spread)."""
+        return self.low[metric] > other.high[metric] or other.low[metric] > self.high[metric]
+
+
+def seed_spread(runs: Sequence[Sequence[CompareRow]]) -> list[ArmSpread]:
+    """The range of each arm's AP over ``runs`` (one comparison per seed, e.g. two ``compare``
+    out folders); an arm missing from a run is an error naming it."""
+    if len(runs) < 2:
+        raise ValueError("seed_spread needs the rows of at least two runs")
+    by_run = [{row.arm: row for row in rows} for rows in runs]
+    spreads = []
+    for row in runs[0]:
+        missing = [i for i, run in enumerate(by_run) if row.arm not in run]
+        if missing:
+            raise ValueError(f"arm {row.arm!r} is missing from run(s) {missing}")
+        values = {m: [getattr(run[row.arm], m) for run in by_run] for m in METRICS}
+        spreads.append(ArmSpread(row.arm, row.method, {m: min(v) for m, v in values.items()},
+                                 {m: max(v) for m, v in values.items()}))
+    return spreads
+
+
+def spread_markdown(spreads: Sequence[ArmSpread], n_seeds: int) -> str:
+    """A Markdown table: each arm's AP as min-max over the seeds, and whether it is separated
+    from the best arm (by mean Easy AP) beyond the seed spread, per metric."""
+    best = max(spreads, key=lambda s: s.mean["ap_easy"])
+    lines = [f"| arm | method | Easy ({n_seeds} seeds) | Medium | Hard | vs {best.arm}: "
+             "separated E/M/H |", "|---|---|---|---|---|---|"]
+    for s in spreads:
+        cells = [f"{s.low[m]:.3f}-{s.high[m]:.3f}" for m in METRICS]
+        sep = "(best)" if s is best else "/".join(
+            "yes" if s.separated_from(best, m) else "no" for m in METRICS)
+        lines.append(f"| {s.arm} | {s.method} | " + " | ".join(cells) + f" | {sep} |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- the comparison

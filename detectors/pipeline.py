@@ -32,7 +32,8 @@ from detectors.asfd import (
     ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, build_asfd, save_model,
 )
 from detectors.config import (
-    ConfigError, DataSource, TrainConfig, dataclass_from_dict, apply_overrides, config_from_dict,
+    ConfigError, DataSource, TrainConfig, apply_overrides, config_from_dict, dataclass_from_dict,
+    read_config_file,
 )
 from detectors.data.synthetic import ANNOTATION_FILE, make_synthetic
 from detectors.macs import Profile, profile_model
@@ -258,11 +259,7 @@ def load_pipeline_config(path: str | Path | None, settings_type: type[SettingsT]
     source = str(path) if path else "defaults"
     data: dict[str, Any] = {}
     if path is not None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"config not found: {path}")
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        data = read_config_file(Path(path))
     budgets = data.pop("budgets", None) or {}
     if budget is not None:
         if budget not in budgets:

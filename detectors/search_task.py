@@ -33,13 +33,14 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import Tensor
 
 from detectors.anchors import AnchorGenerator
 from detectors.asfd import ASFDConfig, DualShotDetector, FeatureCascade, head_map_count
 from detectors.backbones import build_backbone, load_pretrained
-from detectors.config import ConfigError, DataSource, dataclass_from_dict, apply_overrides
+from detectors.config import (
+    ConfigError, DataSource, apply_overrides, dataclass_from_dict, read_config_file,
+)
 from detectors.data.loader import FaceDetectionDataset, build_dataloader, set_epoch
 from detectors.data.wider import FaceSample
 from detectors.heads import DetectionHeads
@@ -139,12 +140,8 @@ def load_search_file(path: str | Path | None, overrides: Sequence[str] = ()) -> 
     source = "defaults"
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"search config not found: {path}")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = read_config_file(path)
         source = str(path)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected the sections 'task' and 'search'")
         data = {k: v for k, v in data.items() if k not in PIPELINE_SECTIONS}
     return search_file_from_dict(apply_overrides(data, list(overrides)), source)
 

@@ -67,6 +67,9 @@ def test_bad_config_is_a_one_line_error(tmp_path, capsys):
     assert main(["search", "cpm", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "'nodes'" in err
+    bad.write_text("task:\n  n_nodes: [4\n")
+    assert main(["search", "cpm", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "bad.yaml, line 3: not valid YAML" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_searched_part_alone_gives_the_variant_its_modules():

@@ -11,7 +11,7 @@ import torch
 from asfd_cli.main import main
 from detectors.compare import (
     COMPARE_CSV, COMPARE_MD, TABLE3_ARMS, Arm, CompareRow, CompareSettings, SavedTensorMeter,
-    append_row, genotype_summary, measure_step_cost, read_rows,
+    append_row, genotype_summary, measure_step_cost, read_rows, seed_spread, spread_markdown,
 )
 from detectors.config import ConfigError, DataSource
 from detectors.data.synthetic import make_synthetic
@@ -85,6 +85,38 @@ def test_rows_round_trip_through_the_csv(tmp_path):
     append_row(tmp_path, row)
     append_row(tmp_path, dataclasses.replace(row, arm="x", nodes=4))
     assert read_rows(tmp_path) == [row, dataclasses.replace(row, arm="x", nodes=4)]
+
+
+def _row(arm: str, easy: float, medium: float, hard: float) -> CompareRow:
+    return CompareRow(arm, "ours+cat_leaf", 6, "cat_leaf", 1.0, 0.1, 1.0, 6.0, 3.0, "conv_1x1",
+                      0.6, easy, medium, hard)
+
+
+def test_seed_spread_separates_arms_only_beyond_the_seed_range(tmp_path, capsys):
+    seed0 = [_row("a", 0.30, 0.20, 0.10), _row("b", 0.10, 0.19, 0.05)]
+    seed1 = [_row("a", 0.34, 0.16, 0.12), _row("b", 0.12, 0.22, 0.11)]
+    a, b = seed_spread([seed0, seed1])
+    assert (a.low["ap_easy"], a.high["ap_easy"]) == (0.30, 0.34)
+    assert a.mean["ap_easy"] == pytest.approx(0.32)
+    assert b.separated_from(a, "ap_easy")                       # 0.10-0.12 vs 0.30-0.34
+    assert not b.separated_from(a, "ap_medium")                 # 0.19-0.22 vs 0.16-0.20
+    assert not b.separated_from(a, "ap_hard")                   # 0.05-0.11 vs 0.10-0.12
+    table = spread_markdown([a, b], 2)
+    assert "| a | ours+cat_leaf | 0.300-0.340 |" in table and "(best)" in table
+    assert table.rstrip().endswith("| yes/no/no |")
+    with pytest.raises(ValueError, match="'b' is missing from run"):
+        seed_spread([seed0, seed0[:1]])
+    with pytest.raises(ValueError, match="at least two runs"):
+        seed_spread([seed0])
+    for i, rows in enumerate((seed0, seed1)):
+        (tmp_path / str(i)).mkdir()
+        for row in rows:
+            append_row(tmp_path / str(i), row)
+    assert main(["compare-seeds", str(tmp_path / "0"), str(tmp_path / "1"),
+                 "-o", str(tmp_path / "spread.md")]) == 0
+    assert (tmp_path / "spread.md").read_text() == table
+    assert main(["compare-seeds", str(tmp_path / "0"), str(tmp_path / "missing")]) == 2
+    assert "missing: no compare.csv" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.slow

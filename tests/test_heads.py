@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -85,3 +86,33 @@ def test_version_1_checkpoints_still_load(tmp_path):
     with torch.no_grad():
         assert torch.equal(old(x).second.cls, loaded(x).second.cls)
     assert isinstance(loaded.heads.cls.convs[1], nn.Sequential)
+
+
+def test_d0_overfits_one_small_batch_below_the_constant_predictor_plateau():
+    """A learning test, not a timed one: ASFD-D0 as ``build_asfd("D0")`` builds it (full width)
+    leaves the plateau of the image-blind classifier on one fixed batch of synthetic faces."""
+    from detectors.data.image import to_tensor
+    from detectors.data.synthetic import synthesize_image
+    from detectors.losses import DRMCLoss, constant_predictor_loss
+
+    rng = np.random.default_rng(3)
+    images, boxes = [], []
+    while len(images) < 2:
+        _, image, faces = synthesize_image((128, 128), rng)
+        if faces:
+            images.append(to_tensor(np.asarray(image)))
+            boxes.append(torch.tensor([f.box for f in faces], dtype=torch.float32))
+    images = torch.stack(images)
+    torch.manual_seed(0)
+    model = build_asfd("D0").train()
+    loss_fn = DRMCLoss()
+    plateau = constant_predictor_loss(loss_fn.margin, loss_fn.neg_pos_ratio)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
+    cls = []
+    for _ in range(40):
+        result = loss_fn(model(images), boxes)
+        optimizer.zero_grad()
+        result.total.backward()
+        optimizer.step()
+        cls.append(float(result.parts["second/cls"]))
+    assert min(cls[-5:]) < 0.6 * plateau, cls
