@@ -6,9 +6,9 @@ ignores the image: 2.560 for DRMC's margin loss, 2.249 for plain cross-entropy, 
 hard-negative mining. A model only learns faces once it leaves that plateau.
 
 Each model trains on the same ``--batches`` fixed augmented batches of ``--data``, cycled, so
-the probe measures the optimisation alone and not the data. The recipe is
-``configs/train_d0_cpu40.yaml``'s: SGD with lr 0.01, momentum 0.9, wd 5e-4, gradient clip 10 and
-a linear warm-up over ``--warmup`` iterations. Each model uses the loss it is trained with
+the probe measures the optimisation alone and not the data. The optimiser is plain on purpose
+(AdamW would hide gradient-scale problems by normalising them away): SGD with lr 0.01, momentum
+0.9, wd 5e-4, gradient clip 10 and a linear warm-up over ``--warmup`` iterations. Each model uses the loss it is trained with
 (``bench/infer_speed.py``'s ``MODELS``).
 
 For each model it reports:
@@ -19,22 +19,24 @@ For each model it reports:
 * the median gradient norm before clipping;
 * seconds per step.
 
-Run (~6 min on 2 cores, 1 thread; ``../shared/data`` beside the project)::
+Run (~4 min on 2 cores, 1 thread; ``../shared/data`` beside the project)::
 
-    PYTHONPATH=. python bench/learning_probe.py --models D0 "D0@enhanced_levels=[P2, P3, P4, P5,
-        P6, P7]" D0@head_conv=full D0:dsfd retinaface_mnet025 --json runs/learning_probe.json
+    PYTHONPATH=. python bench/learning_probe.py --models D0 retinaface_mnet025 --iters 200
+    PYTHONPATH=. python bench/learning_probe.py --models "D0@head_norm=none@cls_prior=null" \
+        D0@passthrough_topdown=false D0:dsfd --iters 200
 
-Measured 2026-11-28 on this project's 2-core CPU, 1 thread, 256 px, 4 batches of 4, 160 steps:
+Measured 2026-11-28 on this project's 2-core CPU, two processes of 1 thread side by side, 256 px,
+4 batches of 4, 200 steps:
 
-===========================================  ======  =======  =======  =========  ======
-model (loss)                                 escape  cls end  plateau  grad norm  s/step
-===========================================  ======  =======  =======  =========  ======
-D0 (drmc)                                    > 160   2.564    2.560    0.84       0.43
-D0, CPM on all six levels (drmc)             > 160   2.565    2.560    0.76       0.80
-D0, dense 3x3 heads (drmc)                   > 160   2.387    2.560    4.63       0.47
-D0 (dsfd)                                    > 160   2.253    2.249    7.02       0.32
-retinaface_mnet025 (retinaface)              115     1.288    2.249    17.5       0.15
-===========================================  ======  =======  =======  =========  ======
+==================================================  ======  =======  =======  =========  ======
+model (loss)                                        escape  cls end  plateau  grad norm  s/step
+==================================================  ======  =======  =======  =========  ======
+D0 (drmc)                                           114     1.084    2.560    28.9       0.195
+retinaface_mnet025 (retinaface)                     128     0.465    2.249    18.0       0.075
+D0, heads as before: no norm, default init (drmc)   > 200   2.561    2.560    7.44       0.197
+D0 without the P2 top-down path (drmc)              173     2.161    2.560    24.8       0.189
+D0 (dsfd)                                           108     0.635    2.249    23.3       0.194
+==================================================  ======  =======  =======  =========  ======
 """
 from __future__ import annotations
 
@@ -126,7 +128,7 @@ def main() -> None:
                         help=f"models of {sorted(MODELS)}, each with its own loss or LOSS, "
                              "and builder options (e.g. D0@head_conv=full)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/wider-extra"))
-    parser.add_argument("--iters", type=int, default=160)
+    parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
