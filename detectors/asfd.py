@@ -125,6 +125,16 @@ def autofem_modules(depth: float) -> tuple[str, ...]:
     raise ValueError(f"AutoFEM depth must be 0.5 or a positive integer, got {depth}")
 
 
+def anchors_from_dict(data: dict[str, Any]) -> AnchorGenerator:
+    """An :class:`AnchorGenerator` from a mapping (lists become tuples); an unknown key is a
+    ValueError naming it."""
+    known = {f.name for f in dataclasses.fields(AnchorGenerator)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"anchors: unknown key(s) {unknown}; known: {sorted(known)}")
+    return AnchorGenerator(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
 @dataclass(frozen=True)
 class ASFDConfig:
     """Everything needed to rebuild a detector of the dual-shot framework (with its genotype).
@@ -155,6 +165,8 @@ class ASFDConfig:
     def __post_init__(self) -> None:
         for key in ("feature_modules", "enhanced_levels"):  # YAML gives lists
             object.__setattr__(self, key, tuple(getattr(self, key)))
+        if isinstance(self.anchors, dict):  # YAML / model.options give a mapping
+            object.__setattr__(self, "anchors", anchors_from_dict(self.anchors))
         n = len(self.enhanced_levels)
         if n == 0 or self.enhanced_levels != LEVELS[len(LEVELS) - n:]:
             raise ValueError(f"enhanced_levels must be the coarsest levels of {LEVELS} (e.g. "
@@ -181,11 +193,6 @@ class ASFDConfig:
         if unknown:
             raise ValueError(f"{source}: unknown detector config keys {unknown}; "
                              f"known: {sorted(known)}")
-        data = dict(data)
-        if isinstance(data.get("anchors"), dict):
-            anchors = data["anchors"]
-            data["anchors"] = AnchorGenerator(**{k: tuple(v) if isinstance(v, list) else v
-                                                 for k, v in anchors.items()})
         return cls(**data)
 
 

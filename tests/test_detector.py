@@ -11,6 +11,7 @@ from detectors.asfd import (
     ASFD, ASFD_FAMILY, HALF_DEPTH_LEVELS, PAPER_TABLE5, ASFDConfig, DualShotDetector, asfd_config, autofem_modules,
     build_asfd, build_feature_cascade, load_model, save_model,
 )
+from detectors.anchors import AnchorGenerator
 from detectors.backbones import build_backbone
 from detectors.heads import DetectionHeads
 from detectors.losses import DRMCLoss
@@ -182,6 +183,15 @@ def test_config_round_trip_and_unknown_keys():
     assert ASFDConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match=r"ckpt: unknown detector config keys \['depth'\]"):
         ASFDConfig.from_dict({"depth": 3}, source="ckpt")
+
+
+def test_anchors_given_as_a_mapping_become_a_generator():
+    """``model.options: {anchors: {...}}`` (YAML) builds the same detector as the dataclass."""
+    config = asfd_config("D0", anchors={"aspect_ratio": 1.5, "sizes": [8, 16, 32, 64, 128, 256]})
+    assert config.anchors == AnchorGenerator(sizes=(8, 16, 32, 64, 128, 256), aspect_ratio=1.5)
+    assert ASFDConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match=r"anchors: unknown key\(s\) \['aspect'\]"):
+        asfd_config("D0", anchors={"aspect": 1.5})
 
 
 def test_profile_command_prints_ours_and_the_paper(capsys):
