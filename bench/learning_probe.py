@@ -8,7 +8,8 @@ hard-negative mining. A model only learns faces once it leaves that plateau.
 Each model trains on the same ``--batches`` fixed augmented batches of ``--data``, cycled, so
 the probe measures the optimisation alone and not the data. The optimiser is plain on purpose
 (AdamW would hide gradient-scale problems by normalising them away): SGD with lr 0.01, momentum
-0.9, wd 5e-4, gradient clip 10 and a linear warm-up over ``--warmup`` iterations. Each model uses the loss it is trained with
+0.9, wd 5e-4, gradient clip 10 and a linear warm-up over ``--warmup`` iterations. Each model
+uses the loss it is trained with
 (``bench/infer_speed.py``'s ``MODELS``).
 
 For each model it reports:

@@ -277,16 +277,14 @@ METRICS: tuple[str, ...] = ("ap_easy", "ap_medium", "ap_hard")
 
 @dataclass(frozen=True)
 class ArmSpread:
-    """One arm's AP over several seeded runs of the comparison: ``low``/``high`` per metric."""
+    """One arm's AP over several seeded runs of the comparison: ``low``/``mean``/``high`` per
+    metric."""
 
     arm: str
     method: str
     low: dict[str, float]
+    mean: dict[str, float]
     high: dict[str, float]
-
-    @property
-    def mean(self) -> dict[str, float]:
-        return {m: (self.low[m] + self.high[m]) / 2 for m in self.low}
 
     def separated_from(self, other: ArmSpread, metric: str) -> bool:
         """Whether the two arms' seed ranges of ``metric`` do not overlap (the difference
@@ -307,6 +305,7 @@ def seed_spread(runs: Sequence[Sequence[CompareRow]]) -> list[ArmSpread]:
             raise ValueError(f"arm {row.arm!r} is missing from run(s) {missing}")
         values = {m: [getattr(run[row.arm], m) for run in by_run] for m in METRICS}
         spreads.append(ArmSpread(row.arm, row.method, {m: min(v) for m, v in values.items()},
+                                 {m: statistics.mean(v) for m, v in values.items()},
                                  {m: max(v) for m, v in values.items()}))
     return spreads
 

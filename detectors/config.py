@@ -148,7 +148,8 @@ class RunConfig:
     """``max_minutes``: wall-clock budget; on expiry the run checkpoints, evaluates and stops.
     ``amp``: mixed precision, used on CUDA only. ``channels_last``: NHWC memory format for the
     model and its inputs (2-3x faster depthwise convolutions on CPUs; D0 trains 1.3x faster).
-    ``threads``: torch CPU threads (0: the cores shared out among the local processes). ``log_every``: iterations between metrics.csv rows;
+    ``threads``: torch CPU threads (0: the cores shared out among the local processes).
+    ``log_every``: iterations between metrics.csv rows;
     ``checkpoint_every``: epochs between checkpoints (one is also written on stopping)."""
 
     seed: int = 0
