@@ -9,27 +9,36 @@ from rich.markup import escape
 from rich.table import Table
 
 from asfd_cli.main import CLIError
-from genotypes import list_library, load_genotype
+from asfd_cli.options import add_out, non_negative_int
+from genotypes import DEFAULT_LIMITS, GenotypeLimits, list_library, load_genotype
+from genotypes.op_sets import paper_ops
 
 
-def known_ops() -> list[str] | None:
-    """The registered op names, for the op-name check; ``None`` (no check) when the search
-    spaces that register them cannot be imported."""
-    try:
-        import search_spaces  # noqa: F401  (importing registers the ops)
-        from nas_search.registry import list_ops
-    except ImportError:
-        return None
-    return list_ops() or None
+def known_ops() -> list[str]:
+    """The op names a genotype may use: the paper's sets, which ``search_spaces`` implements
+    (read without importing torch, so that these commands start fast)."""
+    return paper_ops()
+
+
+def limits(args: argparse.Namespace) -> GenotypeLimits:
+    """The cell size caps of ``--max-nodes`` / ``--max-edges`` (0: no cap)."""
+    return GenotypeLimits(max_nodes=args.max_nodes or None, max_edges=args.max_edges or None)
+
+
+def add_limit_args(p: argparse.ArgumentParser) -> None:
+    for what, cap in (("nodes", DEFAULT_LIMITS.max_nodes), ("edges", DEFAULT_LIMITS.max_edges)):
+        p.add_argument(f"--max-{what}", type=non_negative_int, default=cap, metavar="N",
+                       help=f"refuse a cell of more than N {what} (default: {cap}; 0: no cap; "
+                            "Graphviz' layout time grows steeply with the graph)")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     from visualize.render import render_genotype
 
-    genotype = load_genotype(args.genotype, known_ops=known_ops())
-    out = args.output or Path(Path(args.genotype).name).with_suffix(".svg")
+    genotype = load_genotype(args.genotype, known_ops=known_ops(), limits=limits(args))
+    out = args.out or Path(Path(args.genotype).name).with_suffix(".svg")
     try:
-        path = render_genotype(genotype, out)
+        path = render_genotype(genotype, out, name=str(args.genotype), limits=limits(args))
     except RuntimeError as exc:  # Graphviz' dot is missing
         raise CLIError(str(exc)) from None
     Console().print(f"wrote {escape(str(path))}")
@@ -40,15 +49,14 @@ def cmd_plot_history(args: argparse.Namespace) -> int:
     from visualize.history import load_history, plot_history
 
     run = Path(args.run_dir)
-    out = args.output or (run if run.is_dir() else run.parent) / "history.png"
-    path = plot_history(load_history(args.run_dir), out, params=args.params,
-                        max_panels=args.max_panels)
+    out = args.out or (run if run.is_dir() else run.parent) / "history.png"
+    path = plot_history(load_history(args.run_dir), out, params=args.params, ncols=args.ncols)
     Console().print(f"wrote {escape(str(path))}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    table = Table(title="shipped genotypes (load by name)")
+    table = Table(title="Shipped genotypes", caption="load them by name")
     for column in ("name", "mode", "fpn", "cells"):
         table.add_column(column, no_wrap=True)
     table.add_column("note", overflow="fold", min_width=30)
@@ -62,27 +70,29 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     ops = known_ops()
-    g = load_genotype(args.genotype, known_ops=ops)
-    checked = f"ops checked against {len(ops)} registered" if ops else "op names not checked"
+    g = load_genotype(args.genotype, known_ops=ops, limits=limits(args))
     Console().print(f"[green]valid[/]: {escape(str(args.genotype))} "
-                    f"({len(g.cells)} cells, {'an' if g.fpn else 'no'} FPN; {checked})")
+                    f"({len(g.cells)} cells, {'an' if g.fpn else 'no'} FPN; ops checked against "
+                    f"the {len(ops)} of the paper's sets)")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("render", help="draw a genotype (FPN + cells) with Graphviz")
     p.add_argument("genotype", help="genotype file, or a shipped name (asfd genotypes list)")
-    p.add_argument("-o", "--output", type=Path,
-                   help="output file; .svg, .png or .pdf (default: <genotype>.svg)")
+    add_out(p, "output file; .svg, .png or .pdf (default: <genotype>.svg)", type=Path)
+    add_limit_args(p)
     p.set_defaults(func=cmd_render)
 
     p = subparsers.add_parser("plot-history",
                               help="plot architecture weights over a search's epochs")
     p.add_argument("run_dir", help="search run directory (or its history.jsonl)")
-    p.add_argument("-o", "--output", type=Path, help="PNG (default: RUN_DIR/history.png)")
+    add_out(p, "PNG (default: RUN_DIR/history.png)", type=Path)
     p.add_argument("--params", nargs="+", metavar="SUBSTR",
-                   help="only parameter groups whose name contains one of these")
-    p.add_argument("--max-panels", type=int, default=24)
+                   help="only parameter groups whose name contains one of these, e.g. gamma "
+                        "(cell parents), alpha (ops), beta (FPN fusion), P3 (default: all)")
+    p.add_argument("--ncols", type=int, metavar="N",
+                   help="panels per row at most (default: a level's rows, up to 6)")
     p.set_defaults(func=cmd_plot_history)
 
     p = subparsers.add_parser("genotypes", help="the genotype library and file checks")
@@ -91,4 +101,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_list)
     q = sub.add_parser("validate", help="check a genotype file (exit 2 with the problems)")
     q.add_argument("genotype", help="genotype file, or a shipped name")
+    add_limit_args(q)
     q.set_defaults(func=cmd_validate)

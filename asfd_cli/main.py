@@ -8,9 +8,12 @@ genotypes, malformed annotations) print one line and exit 2; set ``ASFD_DEBUG=1`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 
 # Command modules, in the order `asfd --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -25,6 +28,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def error_line(exc: BaseException) -> str:
+    """The line printed for a user error. One raised in a worker process (a DataLoader worker,
+    a spawned search process) carries that worker's traceback: its last line is kept, without
+    the exception's type."""
+    msg = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    if "Traceback (most recent call last)" in msg:
+        kind, sep, text = msg.strip().splitlines()[-1].partition(": ")
+        msg = text if sep and " " not in kind else f"{kind}{sep}{text}"
+    return msg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,18 +56,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def command_parser(parser: argparse.ArgumentParser,
+                   args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub-)command parser that ``args`` went through."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+                   None)
+        if sub is None or getattr(args, sub.dest, None) is None:
+            return parser
+        parser = sub.choices[getattr(args, sub.dest)]
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that an unknown option is reported with the usage of the
+    command it was given to (argparse reports it with the top-level usage)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    """A Python warning as one line, without the source line Python adds."""
+    return f"warning: {' '.join(str(message).split())} ({category.__name__})\n"
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show warnings with :func:`format_warning` inside the block."""
+    saved, warnings.formatwarning = warnings.formatwarning, format_warning
     try:
-        return int(args.func(args) or 0)
+        yield
+    finally:
+        warnings.formatwarning = saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    try:
+        with one_line_warnings():
+            return int(args.func(args) or 0)
     except (CLIError, FileNotFoundError, ValueError, KeyError) as exc:
         if os.environ.get("ASFD_DEBUG"):
             raise
         from rich.console import Console
         from rich.markup import escape
 
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(msg))}")
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(error_line(exc))}",
+                                   soft_wrap=True)
         return 2
 
 

@@ -7,19 +7,22 @@ dedicated flag (``--epochs 5``), or ``--set section.key=value`` (parsed as YAML)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
+from asfd_cli.console import console, finish, progress_bar
 from asfd_cli.main import CLIError
-from asfd_cli.model_cmds import VARIANTS
+from asfd_cli.model_cmds import VARIANTS, square_size
+from asfd_cli.options import add_option, add_out, add_threads, set_threads
 
 if TYPE_CHECKING:
     from detectors.compare import Arm, CompareRow
@@ -46,14 +49,33 @@ THREADS_HELP = ("torch CPU threads of the search (default: 1; the supernet's man
                 "gain little from more, and lose badly when the cores are shared)")
 
 #: Share of the search epochs spent warming up the weights (paper: 20 of 50, Sec. 4.1), used
-#: when ``--epochs`` is given without ``--warmup``.
+#: when the epochs are set (``--epochs``, ``--set search.epochs``) and the warm-up is not.
 WARMUP_SHARE = 0.4
 
 
-def console() -> Console:
-    """A console that keeps tables readable when the output is piped or captured."""
-    c = Console()
-    return c if c.is_terminal else Console(width=140)
+@contextlib.contextmanager
+def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Turn the library errors ``kinds`` into :class:`CLIError` (one line, exit code 2)."""
+    try:
+        yield
+    except kinds as exc:
+        raise CLIError(str(exc)) from None
+
+
+def warmup_overrides(args: argparse.Namespace) -> list[str]:
+    """One rule for ``--epochs N`` and ``--set search.epochs=N``: the warm-up becomes
+    :data:`WARMUP_SHARE` of the epochs, unless ``--warmup`` or ``--set search.warmup_epochs``
+    sets it."""
+    from detectors.config import load_yaml
+
+    given = {key.strip(): raw for key, _, raw in (o.partition("=") for o in args.overrides)}
+    if args.warmup is not None or "search.warmup_epochs" in given:
+        return []
+    epochs = (load_yaml(given["search.epochs"], "--set search.epochs") if "search.epochs" in given
+              else args.epochs)
+    if not isinstance(epochs, int) or isinstance(epochs, bool):
+        return []  # unset, or a wrong type the config check reports
+    return [f"search.warmup_epochs={round(WARMUP_SHARE * epochs)}"]
 
 
 def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
@@ -70,14 +92,14 @@ def add_config_args(p: argparse.ArgumentParser, default: str | None, what: str) 
 
 
 def search_progress(out: Console, total_steps: int) -> tuple[Progress, ProgressFn]:
-    """A rich progress bar over search steps and the engine's ``progress`` callback for it."""
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"), console=out)
-    job = bar.add_task("search", total=total_steps, metrics="")
+    """A rich progress bar over search steps and the engine's ``progress`` callback for it;
+    epochs count from 0, as in ``history.jsonl``."""
+    bar = progress_bar(out)
+    job = bar.add_task("search", total=total_steps, status="")
 
     def update(epoch: int, step: int, metrics: Mapping[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.3g}" for k, v in metrics.items())
-        bar.update(job, completed=step, description=f"epoch {epoch + 1}", metrics=shown)
+        bar.update(job, completed=step, description=f"epoch {epoch}", status=shown)
 
     return bar, update
 
@@ -103,24 +125,32 @@ def cmd_search(args: argparse.Namespace) -> int:
     import torch
 
     from detectors.config import DataSource
-    from detectors.pipeline import init_from_env, run_search, search_steps, synthetic_dataset
+    from detectors.pipeline import (
+        WorkerError, check_search_resume, init_from_env, run_search, search_steps,
+        synthetic_dataset,
+    )
     from detectors.search_task import load_search_file
-    from nas_search.search import CHECKPOINT_FILE
+    from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE, NonFiniteLossError
 
     torch.set_num_threads(args.threads)
     overrides = [f"task.target={json.dumps(args.target)}", *flag_overrides(args, SEARCH_FLAGS)]
-    if args.epochs is not None and args.warmup is None:
-        overrides.append(f"search.warmup_epochs={round(WARMUP_SHARE * args.epochs)}")
-    spec = load_search_file(args.config, overrides + args.overrides)
+    spec = load_search_file(args.config, overrides + args.overrides + warmup_overrides(args))
     out = console()
     run_dir = Path(args.out)
-    if (run_dir / CHECKPOINT_FILE).exists() and not args.resume:
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if checkpoint.exists() and not args.resume:
         raise CLIError(f"{run_dir} holds a search checkpoint: pass --resume to continue it, or "
                        "choose another --out")
-    with init_from_env() as rank:
-        data_dir = args.data
-        if data_dir is None:
-            data_dir = run_dir / "data"
+    if args.resume and not checkpoint.exists():
+        raise CLIError(f"nothing to resume: {checkpoint} does not exist")
+    data_dir = args.data if args.data is not None else run_dir / "data"
+    if args.resume and (run_dir / GENOTYPE_FILE).is_file():  # written when the search ends
+        check_search_resume(spec, DataSource(str(data_dir)), run_dir)
+        out.print(f"the search in {escape(str(run_dir))} is complete: nothing to resume; its "
+                  f"genotype: {escape(str(run_dir / GENOTYPE_FILE))}")
+        return 0
+    with init_from_env() as rank, user_errors(WorkerError, NonFiniteLossError):
+        if args.data is None:
             if rank == 0:
                 synthetic_dataset(data_dir, args.synthetic_images, seed=spec.search.seed)
                 out.print(f"[yellow]no --data: searching on a SYNTHETIC smoke-test set "
@@ -135,6 +165,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             bar, update = search_progress(out, search_steps(spec, data))
             with bar:
                 artifacts = run_search(spec, data, run_dir, args.resume, progress=update)
+                finish(bar)
     if artifacts is None:  # a torchrun rank other than 0
         return 0
     out.print(genotype_table(artifacts.genotype, f"{args.target} genotype"))
@@ -157,24 +188,28 @@ def register_search(sub: argparse._SubParsersAction) -> None:
     add_config_args(p, None, "search")
     p.add_argument("--data", help="WIDER-format folder (default: generate a synthetic "
                                   "smoke-test set in RUN_DIR/data)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue RUN_DIR's checkpoint")
+    add_out(p, "run folder", required=True, metavar="RUN_DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR's checkpoint, with the settings it started with (only "
+                        "search.device, search.log_every and task.workers may change)")
     p.add_argument("--mode", choices=("top1_tree", "pcdarts"), help="CPM search method")
     p.add_argument("--concat", choices=("cat_leaf", "cat_all"), help="CPM cell output")
     p.add_argument("--nodes", type=int, help="intermediate nodes per CPM cell")
     p.add_argument("--epochs", type=int,
-                   help=f"search epochs (warm-up: {WARMUP_SHARE:.0%}% unless --warmup)")
+                   help=f"search epochs (warm-up: {WARMUP_SHARE:.0%}% unless --warmup; the same "
+                        "for --set search.epochs=N)")
     p.add_argument("--warmup", type=int, help="epochs before the architecture steps start")
     p.add_argument("--channels", type=int, help="supernet width")
     p.add_argument("--backbone", help="backbone name (e.g. mobilenet0.25, resnet50)")
-    p.add_argument("--image-size", type=int, help="square search input size (px)")
+    add_option(p, "--size", deprecated=("--image-size",), dest="image_size", type=square_size,
+               metavar="N|NxN", help="task.image_size: the square search input (px)")
     p.add_argument("--batch-size", type=int, help="images per step (per process)")
     p.add_argument("--max-images", type=int, help="read at most this many images")
     p.add_argument("--seed", type=int, help="seed of weights, data order and Gumbel samples")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--nproc", type=int, default=1,
                    help="spawn this many gloo processes (or launch with torchrun)")
-    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    add_threads(p, default=1, help=THREADS_HELP)
     p.add_argument("--synthetic-images", type=int, default=32,
                    help="size of the synthetic set made when --data is absent (default: 32)")
     p.set_defaults(func=cmd_search)
@@ -186,12 +221,14 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from detectors.macs import profile_model
     from detectors.pipeline import derive_detector
 
+    set_threads(args.threads)
     model = derive_detector(args.source, args.variant)
-    path = save_model(model, args.output, extra={"derived_from": str(args.source)})
+    path = save_model(model, args.out, extra={"derived_from": str(args.source)})
     prof = profile_model(model, (640, 480))
     params, macs = f"{prof.params_m:.3f} M", f"{prof.macs_b:.3f} G"
     paper = PAPER_TABLE5[args.variant]
-    table = Table(title=f"ASFD-{args.variant} derived from {escape(str(args.source))}")
+    table = Table(title=f"ASFD-{args.variant}",
+                  caption=f"derived from {escape(str(args.source))}")
     for column in ("feature modules", "params", "MACs @640x480", "paper params", "paper MACs"):
         table.add_column(column)
     table.add_row(" -> ".join(model.config.feature_modules), params, macs,
@@ -200,16 +237,21 @@ def cmd_derive(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(f"untrained model: {escape(str(path))}")
     if args.train:
+        from asfd_cli.train_cmds import train_progress
         from detectors.config import load_config
         from detectors.pipeline import resolve_search_output, with_genotype
-        from detectors.train import MODEL_FILE, train
+        from detectors.train import MODEL_FILE, NonFiniteLossError, train
 
-        config = with_genotype(load_config(args.train, args.overrides),
+        threads = [f"run.threads={args.threads}"] if args.threads else []
+        config = with_genotype(load_config(args.train, threads + args.overrides),
                                resolve_search_output(args.source), args.variant)
         train_dir = args.train_out or path.with_suffix("")
         out.print(f"training ASFD-{args.variant} with {escape(str(args.train))} into "
                   f"{escape(str(train_dir))}")
-        result = train(config, train_dir)
+        bar, on_event = train_progress(out, config)
+        with bar, user_errors(NonFiniteLossError, FileExistsError):
+            result = train(config, train_dir, callback=on_event)
+            finish(bar)
         if result.progress.metrics:
             out.print("AP " + "  ".join(f"{k.removeprefix('ap_')} {v:.4f}"
                                         for k, v in result.progress.metrics.items()))
@@ -225,12 +267,14 @@ def register_derive(sub: argparse._SubParsersAction) -> None:
                     "and MACs, and optionally train it.")
     p.add_argument("source", metavar="RUN_DIR|GENOTYPE")
     p.add_argument("--variant", choices=VARIANTS, default="D0", help="ASFD family member")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.pt")
+    add_out(p, "the untrained model file", required=True, type=Path, metavar="MODEL.pt")
     p.add_argument("--train", metavar="CONFIG", help="then train it with this training config")
     p.add_argument("--train-out", type=Path, metavar="DIR",
                    help="training run folder (default: MODEL path without .pt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config value (with --train)")
+    add_threads(p, help="torch CPU threads, also the training's run.threads with --train "
+                        "(default: 0, one per core)")
     p.set_defaults(func=cmd_derive)
 
 
@@ -259,10 +303,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                   + args.overrides)
     arms = config.settings.parsed_arms()
     out = console()
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=out)
-    overall = bar.add_task("arms", total=len(arms))
-    current = bar.add_task("", total=100)
+    bar = progress_bar(out)
+    overall = bar.add_task("arms", total=len(arms), status="")
+    current = bar.add_task("", total=100, status="")
     names = [a.name for a in arms]
 
     def status(arm: Arm, stage: str, fraction: float) -> None:
@@ -271,8 +314,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     with bar:
         rows = run_compare(config, args.data, args.out, status)
-        bar.update(overall, completed=len(arms))
-    out.print(rows_table(rows, f"Table 3 under one budget: {escape(str(args.data))}"))
+        bar.remove_task(current)  # the last arm's stage is over
+        finish(bar)
+    table = rows_table(rows, "Table 3 under one budget")
+    table.caption = f"data: {escape(str(args.data))}"
+    out.print(table)
     out.print(f"written: {escape(str(Path(args.out) / COMPARE_CSV))}, "
               f"{escape(str(Path(args.out) / COMPARE_MD))}")
     return 0
@@ -287,10 +333,10 @@ def register_compare(sub: argparse._SubParsersAction) -> None:
                     "skipped when rerun: resumable) and OUT/compare.md.")
     add_config_args(p, str(CONFIG_DIR / "search_compare.yaml"), "comparison")
     p.add_argument("--data", required=True, help="WIDER-format folder")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    add_out(p, "output folder", required=True, type=Path, metavar="DIR")
     p.add_argument("--budget", help="a named budget of the config (e.g. micro, paper)")
     p.add_argument("--device", help="search device (cpu, cuda ...); training: train.run.device")
-    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    add_threads(p, default=1, help=THREADS_HELP)
     p.set_defaults(func=cmd_compare)
 
 
@@ -304,8 +350,8 @@ def cmd_compare_seeds(args: argparse.Namespace) -> int:
             raise ValueError(f"{folder}: no compare.csv with finished arms")
         runs.append(rows)
     text = spread_markdown(seed_spread(runs), len(runs))
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
     console().print(text, markup=False)
     return 0
 
@@ -317,7 +363,7 @@ def register_compare_seeds(sub: argparse._SubParsersAction) -> None:
                     "their seed (--set search.seed=1 --set train.run.seed=1) and print each "
                     "arm's AP range and whether it is separated from the best arm beyond it.")
     p.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="compare out folders")
-    p.add_argument("-o", "--output", type=Path, help="also write the Markdown table here")
+    add_out(p, "also write the Markdown table here", type=Path, metavar="MD")
     p.set_defaults(func=cmd_compare_seeds)
 
 
@@ -335,8 +381,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.data is None:
         out.print(f"[yellow]no --data: generating {config.settings.synthetic_images} SYNTHETIC "
                   "smoke-test images; the AP below is a smoke test, not a face-detection figure[/]")
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=out)
+    bar = progress_bar(out)
     search_job = bar.add_task("1/2 search AutoFEM-CPM", total=None, status="")
     train_job = bar.add_task("2/2 retrain ASFD-" + config.settings.variant, total=None, status="")
 
@@ -350,15 +395,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return update
 
     def on_train(event: TrainEvent) -> None:
+        if event.kind == "start":  # the search is over
+            bar.update(search_job, completed=bar.tasks[search_job].total)
         bar.update(train_job, total=event.total_iterations, completed=event.iteration,
                    status=f"loss {event.loss:.3f}" if event.kind == "iteration" else event.message)
 
     with bar:
         result = run_demo(config, args.out, args.data, on_search, on_train)
+        finish(bar)
     minutes = (time.perf_counter() - start) / 60
     out.print(genotype_table(result.search.genotype, "searched AutoFEM-CPM (one cell per level)"))
     label = "smoke test, synthetic data" if result.synthetic else f"held-out {args.data}"
-    table = Table(title=f"ASFD-{config.settings.variant}: AP ({label})")
+    table = Table(title=f"ASFD-{config.settings.variant} AP", caption=escape(label))
     for column in ("Easy", "Medium", "Hard", "params", "MACs @640x480"):
         table.add_column(column, justify="right")
     table.add_row(*(f"{result.metrics.get(f'ap_{s}', float('nan')):.4f}"
@@ -385,10 +433,9 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
                     "held-out images. Rerunning with the same --out resumes.")
     add_config_args(p, str(CONFIG_DIR / "demo.yaml"), "demo")
     p.add_argument("--data", help="WIDER-format folder (default: synthetic smoke-test faces)")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder "
-                   "(default: runs/demo)")
+    add_out(p, "output folder (default: runs/demo)", type=Path, default=Path("runs/demo"))
     p.add_argument("--budget", help="a named budget of the config (e.g. smoke)")
-    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    add_threads(p, default=1, help=THREADS_HELP)
     p.set_defaults(func=cmd_demo)
 
 
@@ -437,8 +484,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         study = run_tune(config, args.data, args.out, args.trials, storage, args.study,
                          args.worker)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    table = Table(title=f"study {args.study}: {len(study.trials)} trials "
-                        f"({len(finished)} complete), best first")
+    table = Table(title=f"study {args.study}, best first",
+                  caption=f"{len(study.trials)} trials, {len(finished)} complete; top 10 shown")
     for column in ("trial", f"AP {config.settings.objective}", "margin", "lambda1", "lambda2",
                    "lr"):
         table.add_column(column, justify="right")
@@ -463,8 +510,8 @@ def register_tune(sub: argparse._SubParsersAction) -> None:
                     "Processes sharing --storage and --study add to one study.")
     add_config_args(p, str(CONFIG_DIR / "search_tune.yaml"), "tuning")
     p.add_argument("--data", required=True, help="WIDER-format folder")
-    p.add_argument("--out", required=True, type=Path, metavar="RUN_DIR",
-                   help="folder of the trials' training runs (and of tune.db by default)")
+    add_out(p, "folder of the trials' training runs (and of tune.db by default)",
+            required=True, type=Path, metavar="RUN_DIR")
     p.add_argument("--trials", type=int, default=10, help="trials per process (default: 10)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///RUN_DIR/tune.db)")
     p.add_argument("--study", default="drmc", help="study name (default: drmc)")
@@ -474,7 +521,7 @@ def register_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--worker", type=int, default=0,
                    help="index of this process's sampler seed (tune.seed + worker); give each "
                         "process started by hand its own (default: 0)")
-    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    add_threads(p, default=1, help=THREADS_HELP)
     p.set_defaults(func=cmd_tune)
 
 

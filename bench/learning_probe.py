@@ -49,11 +49,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from detectors.config import DataSource, ModelConfig
+from detectors.config import DataSource, ModelConfig, load_yaml
 from detectors.data.loader import FaceDetectionDataset, detection_collate
 from detectors.losses import build_loss, constant_predictor_loss
 from detectors.train import build_model, load_samples
@@ -86,7 +85,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"{spec!r}: option {pair!r} is not KEY=VALUE")
-        options[key] = yaml.safe_load(value)
+        options[key] = load_yaml(value, f"{spec!r}: option {key!r}")
     return name, loss or MODELS[name], options
 
 

@@ -1,4 +1,5 @@
-"""Cost of one search step of ONE cell: PC-DARTS DAG vs the paper's top-1 Gumbel tree.
+"""Cost of one search step of ONE cell: PC-DARTS DAG vs the paper's top-1 Gumbel tree; with
+``--space fpn``, of the AutoFEM-FPN supernet with its two pathways (recursive / one-hop).
 
 The paper (Sec. 3.2, Table 3) searches 8-node AutoFEM-CPM cells with the tree only, "due to the
 memory limitation" of PC-DARTS. A PC-DARTS cell with ``n`` intermediate nodes runs all
@@ -37,6 +38,13 @@ Measured (pcdarts / top1_tree per step; saved = autograd-saved MiB, peak = CUDA 
 
 Run: ``PYTHONPATH=. python bench/search_cost.py --channels 32 --size 40 --batch 2`` (CPU) or
 ``--device cuda`` on a GPU.
+
+``--space fpn`` measures the same per step for the AutoFEM-FPN supernet (S_FPN, partial
+channels ``k``) on a six-level pyramid whose finest map is ``--size`` square (each level half
+the one below), once per pathway of ``search_spaces.fpn``, with the MACs of the supernet's
+forward pass (``detectors.macs.count_macs``). The pathways run the same ops on the same
+shapes, so their MACs are equal; the recursive one only chains them level by level. Measured
+figures: README, "Search spaces and genotypes".
 """
 from __future__ import annotations
 
@@ -48,9 +56,11 @@ from dataclasses import dataclass
 import torch
 
 import search_spaces.ops  # noqa: F401  (registers S_CPM)
-from genotypes.schema import SEARCH_MODES
+from detectors.macs import count_macs
+from genotypes.schema import FPN_PATHWAYS, SEARCH_MODES
 from nas_search.cell import SearchCell, num_edges
 from nas_search.registry import get_op_set
+from search_spaces.fpn import AutoFEMFPNSearch
 
 
 @dataclass(frozen=True)
@@ -86,12 +96,15 @@ class SavedTensorBytes:
         return sum(self.storages.values())
 
 
-def step(cell: SearchCell, x: torch.Tensor) -> None:
-    cell(x).square().mean().backward()
+def step(module: torch.nn.Module, x: torch.Tensor | list[torch.Tensor]) -> None:
+    out = module(x)
+    sum(o.square().mean() for o in (out if isinstance(out, list) else [out])).backward()
 
 
-def measure(cell: SearchCell, x: torch.Tensor, repeats: int) -> StepCost:
-    cuda = x.device.type == "cuda"
+def measure(cell: torch.nn.Module, x: torch.Tensor | list[torch.Tensor],
+            repeats: int) -> StepCost:
+    """One step's cost of ``cell`` (a search cell or the FPN supernet) on input ``x``."""
+    cuda = next(cell.parameters()).device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     step(cell, x)  # warm-up (allocator, kernels selection)
     with SavedTensorBytes(list(cell.parameters())) as saved:
@@ -115,8 +128,37 @@ def measure(cell: SearchCell, x: torch.Tensor, repeats: int) -> StepCost:
     return StepCost(saved.total, peak, statistics.median(times))
 
 
+def fpn_pyramid(batch: int, channels: int, size: int, device: torch.device
+                ) -> list[torch.Tensor]:
+    """Six maps, the finest ``size`` square, each next level ``ceil(size / 2)``."""
+    sizes = [size]
+    for _ in range(5):
+        sizes.append(-(-sizes[-1] // 2))
+    return [torch.randn(batch, channels, s, s, device=device) for s in sizes]
+
+
+def main_fpn(args: argparse.Namespace, device: torch.device) -> None:
+    """The FPN supernet's step cost and MACs per pathway."""
+    feats = fpn_pyramid(args.batch, args.channels, args.size, device)
+    print(f"# AutoFEM-FPN supernet, S_FPN, C={args.channels}, k={args.k}, pyramid "
+          f"{args.batch}x{args.channels}x{args.size}^2..{feats[-1].shape[-1]}^2, {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(f"{'pathway':<10} {'MMACs':>8} {'saved MiB':>10}"
+          + (f" {'cuda peak MiB':>13}" if device.type == "cuda" else "") + f" {'ms/step':>9}")
+    for pathway in FPN_PATHWAYS:
+        torch.manual_seed(0)
+        fpn = AutoFEMFPNSearch(args.channels, k=args.k, pathway=pathway).to(device)
+        macs = count_macs(fpn, feats) / 1e6
+        c = measure(fpn, feats, args.repeats)
+        row = f"{pathway:<10} {macs:>8.2f} {c.saved_bytes / 2**20:>10.2f}"
+        row += f" {c.cuda_peak_bytes / 2**20:>13.2f}" if c.cuda_peak_bytes is not None else ""
+        print(row + f" {c.seconds * 1e3:>9.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", choices=["cpm", "fpn"], default="cpm",
+                        help="one CPM cell per search mode, or the FPN supernet per pathway")
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--size", type=int, default=40, help="input height = width")
     parser.add_argument("--batch", type=int, default=2)
@@ -130,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.space == "fpn":
+        main_fpn(args, device)
+        return
     ops = get_op_set(args.op_set)
     x = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
     cuda_col = device.type == "cuda"

@@ -17,43 +17,37 @@ gives ``D_head = 2^((theta-1)/2 + 1) = 2`` at theta = 1, twice Table 1's values,
 
 Fractional AutoFEM depth (our decision, judged by Table 5's parameter and MAC counts; see
 :func:`autofem_modules` and :data:`HALF_DEPTH_LEVELS`): one AutoFEM *layer* is the cascade
-AutoFEM-FPN -> AutoFEM-CPM on all six levels; depth ``n`` stacks ``n`` of them; depth 0.5 keeps
-one half of the cascade, the CPM cells, on the five coarser levels P3..P7: the stride-4 level
-reaches the second shot as its lateral map. Table 5 rules out a CPM cell at stride 4 for D0:
-that level holds 75% of the 25,600 locations at 640x480, and one 64-channel cell there costs
-0.57 G MACs, against the 0.48 G Table 5 leaves to everything but the backbone (facts.md). The
-readings of 0.5, as D0 params / MACs against 0.62M / 0.73 G: CPM on P3..P7 0.58M / 0.80 G
-(0.93x / 1.09x); CPM on all levels 0.62M / 1.37 G (0.99x / 1.88x); FPN only 0.46M / 1.01 G;
-FPN + CPM 0.72M / 1.77 G. Any cascade and level set stay available through
-``feature_modules`` / ``enhanced_levels``.
+AutoFEM-FPN -> AutoFEM-CPM; depth ``n`` stacks ``n`` of them on all six levels; depth 0.5 is one
+layer, both halves, on the four coarsest levels P4..P7. The stride-4 and stride-8 levels reach
+the second shot through the parameter-free top-down path of
+:meth:`DualShotDetector.passthrough_levels`. They hold 94% of the 25,600 locations at 640x480,
+and Table 5 leaves D0 0.48 G MACs beside its backbone, 0.28 G of which its heads take.
 
-Calibration (``asfd profile``, genotype ``asfd_paper_like``, 640x480; ours / Table 5):
-params 0.93, 0.95, 0.93, 0.96, 0.87, 0.95, 1.03 for D0..D6; MACs 1.09, 1.00, 0.64, 0.78, 0.72,
-0.84, 0.97. Table 5 is not self-consistent under one scaling rule: D0/D1 share D2's depths, yet
-their non-backbone MACs per ``W^2`` in Table 5 are ~5x smaller than D2's (ours are alike, so D2
-falls short where D0 fits); the non-backbone params grow 2.5x from D3 to D4 (``W^2``: 1.78x)
-but 1.11x from D5 to D6 (``W^2``: 1.44x). RetinaNet-style extra levels (a 3x3/2 conv straight on
-C5) would lift D4 to 0.97 but D0 further above 1.
+Calibration: the README's "The ASFD family" section and ``bench/table5.py`` give the measured
+table, the candidate readings of depth 0.5 and the rule per row. :attr:`ScalingRow.fpn_fuse`
+(AutoFEM-FPN's ``F_c``) is the one choice set per row: Table 5 follows no single rule.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 import search_spaces.cpm  # noqa: F401  (registers autofem_cpm)
-import search_spaces.fpn  # noqa: F401  (registers autofem_fpn)
 from detectors.anchors import AnchorGenerator, Shot
 from detectors.backbones import Backbone, ExtraLevels, build_backbone
+from detectors.config import replace_fields
 from detectors.heads import DetectionHeads, DetectorOutput, HeadConv, HeadNorm, ShotOutput
 from genotypes.io import genotype_from_dict, genotype_to_dict, load_genotype
 from genotypes.schema import LEVELS, Genotype
+from nas_search.checkpoint import load_checkpoint
 from nas_search.registry import list_ops
 from search_spaces.baselines import build_feature_module
+from search_spaces.fpn import FuseKind  # (and registers autofem_fpn)
 from search_spaces.ops import ConvBNAct, upsample_to
 
 Variant = Literal["D0", "D1", "D2", "D3", "D4", "D5", "D6"]
@@ -65,12 +59,14 @@ GENOTYPE_FEATURE_MODULES: frozenset[str] = frozenset({"autofem_fpn", "autofem_cp
 
 @dataclass(frozen=True)
 class ScalingRow:
-    """One row of Table 1: backbone, theta and the AutoFEM / head depths."""
+    """One row of Table 1: backbone, theta and the AutoFEM / head depths; ``fpn_fuse`` is the
+    kind of AutoFEM-FPN's ``F_c``, calibrated per row against Table 5 (module docstring)."""
 
     backbone: str
     theta: int
     fem_depth: float
     head_depth: int
+    fpn_fuse: FuseKind = "separable"
 
     @property
     def width(self) -> int:
@@ -82,8 +78,8 @@ ASFD_FAMILY: dict[str, ScalingRow] = {
     "D0": ScalingRow("mobilenet0.25", 1, 0.5, 1),
     "D1": ScalingRow("mobilenet1.0", 1, 0.5, 1),
     "D2": ScalingRow("resnet18", 2, 0.5, 1),
-    "D3": ScalingRow("resnet34", 3, 1, 2),
-    "D4": ScalingRow("resnet50", 4, 1, 2),
+    "D3": ScalingRow("resnet34", 3, 1, 2, fpn_fuse="dense"),
+    "D4": ScalingRow("resnet50", 4, 1, 2, fpn_fuse="dense"),
     "D5": ScalingRow("resnet101", 5, 2, 4),
     "D6": ScalingRow("resnet152", 6, 2, 4),
 }
@@ -109,17 +105,18 @@ PAPER_TABLE5: dict[str, PaperFigures] = {
 }
 
 
-#: The levels a half-depth AutoFEM (its CPM cells) enhances (module docstring).
-HALF_DEPTH_LEVELS: tuple[str, ...] = LEVELS[1:]
+#: The levels a half-depth AutoFEM enhances (module docstring).
+HALF_DEPTH_LEVELS: tuple[str, ...] = LEVELS[2:]
 
 
 def autofem_modules(depth: float) -> tuple[str, ...]:
     """The feature-module cascade of an AutoFEM of ``depth`` layers (see the module docstring).
 
-    ``0.5 -> (autofem_cpm,)``; ``n -> (autofem_fpn, autofem_cpm) * n`` for a positive integer n.
+    ``0.5 -> (autofem_fpn, autofem_cpm)`` (on :data:`HALF_DEPTH_LEVELS`);
+    ``n -> (autofem_fpn, autofem_cpm) * n`` for a positive integer n.
     """
     if depth == 0.5:
-        return ("autofem_cpm",)
+        return ("autofem_fpn", "autofem_cpm")
     if depth >= 1 and float(depth).is_integer():
         return ("autofem_fpn", "autofem_cpm") * int(depth)
     raise ValueError(f"AutoFEM depth must be 0.5 or a positive integer, got {depth}")
@@ -146,7 +143,8 @@ class ASFDConfig:
     single-shot (RetinaFace-style) detector. ``head_norm`` and ``cls_prior`` are the heads'
     per-map BatchNorm and prior-probability initialisation (:mod:`detectors.heads`);
     ``passthrough_topdown`` feeds the levels outside ``enhanced_levels`` a top-down path
-    (:meth:`DualShotDetector.passthrough_levels`).
+    (:meth:`DualShotDetector.passthrough_levels`); ``fpn_fuse`` is the kind of ``F_c`` of an
+    ``autofem_fpn`` module (:data:`search_spaces.fpn.FUSE_BLOCKS`).
     """
 
     backbone: str = "mobilenet0.25"
@@ -154,6 +152,7 @@ class ASFDConfig:
     feature_modules: tuple[str, ...] = ("autofem_cpm",)
     enhanced_levels: tuple[str, ...] = LEVELS
     head_depth: int = 1
+    fpn_fuse: FuseKind = "separable"
     head_conv: HeadConv = "separable"
     head_norm: HeadNorm = "batch"
     cls_prior: float | None = 0.001
@@ -197,7 +196,8 @@ class ASFDConfig:
 
 
 def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
-    """Table 1's configuration of ``variant``, with field ``overrides``."""
+    """Table 1's configuration of ``variant``, with field ``overrides`` (unknown ones are a
+    :class:`~detectors.config.ConfigError`)."""
     try:
         row = ASFD_FAMILY[variant]
     except KeyError:
@@ -206,8 +206,9 @@ def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
     base = ASFDConfig(backbone=row.backbone, width=row.width,
                       feature_modules=autofem_modules(row.fem_depth),
                       enhanced_levels=HALF_DEPTH_LEVELS if row.fem_depth == 0.5 else LEVELS,
-                      head_depth=row.head_depth, name=f"ASFD-{variant}")
-    return dataclasses.replace(base, **overrides)
+                      head_depth=row.head_depth, fpn_fuse=row.fpn_fuse,
+                      name=f"ASFD-{variant}")
+    return replace_fields(base, overrides, f"model.options of ASFD-{variant}")
 
 
 def head_map_count(dual_shot: bool, passthrough: int) -> int:
@@ -306,18 +307,18 @@ class DualShotDetector(nn.Module):
 
 def build_feature_cascade(
     names: Sequence[str], channels: int, genotype: Genotype | None,
-    levels: Sequence[str] = LEVELS,
+    levels: Sequence[str] = LEVELS, options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FeatureCascade:
     """Registered feature modules ``names`` in order, on ``levels``; AutoFEM ones are built from
-    ``genotype``."""
+    ``genotype``; ``options[name]`` are extra keyword arguments of module ``name``."""
     modules = []
     for name in names:
+        kwargs = dict((options or {}).get(name, {}))
         if name in GENOTYPE_FEATURE_MODULES:
             if genotype is None:
                 raise ValueError(f"feature module {name!r} needs a genotype")
-            modules.append(build_feature_module(name, channels, genotype=genotype, levels=levels))
-        else:
-            modules.append(build_feature_module(name, channels, levels=levels))
+            kwargs["genotype"] = genotype
+        modules.append(build_feature_module(name, channels, levels=levels, **kwargs))
     return FeatureCascade(*modules)
 
 
@@ -331,7 +332,7 @@ class ASFD(DualShotDetector):
             backbone=build_backbone(config.backbone),
             feature_module=build_feature_cascade(
                 config.feature_modules, config.width, genotype if needs_genotype else None,
-                config.enhanced_levels),
+                config.enhanced_levels, {"autofem_fpn": {"fuse": config.fpn_fuse}}),
             heads=DetectionHeads(config.width, config.head_depth, config.head_conv,
                                  config.head_norm, config.head_maps, config.cls_prior),
             channels=config.width, anchors=config.anchors, dual_shot=config.dual_shot,
@@ -398,9 +399,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> AS
     """Rebuild the detector saved by :func:`save_model`, load its weights, move it to
     ``map_location``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path, "model file")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an asfd model checkpoint (no format={CHECKPOINT_FORMAT!r})")
     ckpt = upgrade_checkpoint(ckpt)
@@ -413,3 +412,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> AS
     model = ASFD(config, genotype)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location)
+
+
+def genotype_source(path: str | Path) -> str | None:
+    """Where the genotype inside a saved detector came from: the ``derived_from`` its file
+    records (``asfd derive``), else ``"<path> (embedded)"``; ``None`` when it holds no genotype
+    (a reference detector, or no AutoFEM module)."""
+    ckpt = load_checkpoint(path, "model file")
+    if not isinstance(ckpt, dict) or ckpt.get("genotype") is None:
+        return None
+    return str((ckpt.get("extra") or {}).get("derived_from") or f"{path} (embedded)")

@@ -21,9 +21,9 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
 
-import torch
 from torch import Tensor, nn
 
+from nas_search.checkpoint import load_checkpoint
 from nas_search.registry import Registry
 
 BACKBONE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -321,10 +321,7 @@ def load_pretrained(backbone: Backbone, path: str | Path, strict: bool = True) -
     ``strict``, else they keep their initial values. Unexpected keys are ignored. The returned
     report lists all of them.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path}")
-    state = _unwrap_checkpoint(torch.load(path, map_location="cpu", weights_only=True), path)
+    state = _unwrap_checkpoint(load_checkpoint(path, "pretrained weights file"), Path(path))
     mapped, dropped = backbone.remap_state_dict(state)
     own = backbone.state_dict()
     report = LoadReport(dropped=sorted(dropped))

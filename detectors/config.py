@@ -6,7 +6,9 @@ naming the file and the dotted key. ``_base_: other.yaml`` (relative to the file
 another config: sections merge key by key, and a key's value (a list, a mapping such as
 ``data.val``, a scalar) replaces the base's whole.
 ``--set optim.lr=0.01`` (parsed as YAML, so lists and booleans work:
-``--set schedule.milestones=[10,16]``) overrides any field after loading.
+``--set schedule.milestones=[10,16]``) overrides any field after loading. Files and overrides
+read YAML 1.2 floats (``8e-3`` is a float, not the string YAML 1.1 makes of it); values are
+range-checked (:data:`RANGES`).
 
 Defaults are the paper's recipe (Sec. 4.1): SGD momentum 0.9, weight decay 5e-4, lr linearly
 from 1e-6 to 0.015 over the first 500 iterations, divided by 10 at epochs 25 and 40 of 50;
@@ -15,11 +17,14 @@ the rest (input size, batch, matching, loss constants) is our choice, documented
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -29,6 +34,28 @@ OptimizerName = Literal["sgd", "adamw"]
 
 class ConfigError(ValueError):
     """A malformed config: the message names the file and the dotted key."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) that also reads YAML 1.2 floats without a dot
+    (``8e-3``, ``1e5``), which YAML 1.1 leaves as strings."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML text with :class:`_Loader`; a syntax error is a one-line :class:`ConfigError`
+    naming ``source`` and the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
 
 
 @dataclass
@@ -172,11 +199,104 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        problems = [f"{key} must be {rule}, got {value!r}" for key, (ok, rule) in RANGES.items()
+                    if (value := field_value(self, key)) is not None
+                    and not (math.isfinite(value) and ok(value))]
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- value ranges
+#: A value check and the rule it enforces, in words.
+Rule = tuple[Callable[[float], bool], str]
+
+
+def at_least(low: float) -> Rule:
+    return (lambda v: v >= low), f">= {low}"
+
+
+def above(low: float) -> Rule:
+    return (lambda v: v > low), f"> {low}"
+
+
+def within(low: float, high: float) -> Rule:
+    return (lambda v: low <= v <= high), f"in [{low}, {high}]"
+
+
+#: The ranges :class:`TrainConfig` checks (``None`` values pass; NaN and infinity never do).
+RANGES: dict[str, Rule] = {
+    "data.size": at_least(32), "data.batch_size": at_least(1), "data.workers": at_least(0),
+    "optim.lr": above(0), "optim.momentum": within(0, 1), "optim.weight_decay": at_least(0),
+    "optim.grad_clip": at_least(0),
+    "schedule.epochs": at_least(1), "schedule.gamma": above(0),
+    "schedule.warmup_iters": at_least(0), "schedule.warmup_start_lr": at_least(0),
+    "schedule.min_lr_ratio": within(0, 1),
+    "eval.every": at_least(0), "eval.score_threshold": within(0, 1),
+    "eval.max_size": at_least(1), "eval.scale": above(0),
+    "run.max_minutes": at_least(0), "run.threads": at_least(0), "run.log_every": at_least(1),
+    "run.checkpoint_every": at_least(1),
+}
+
+
+def field_value(obj: Any, key: str) -> Any:
+    """The value of dotted ``key`` (``"optim.lr"``) in nested dataclasses."""
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+DataclassT = TypeVar("DataclassT")
+
+
+def replace_fields(obj: DataclassT, changes: Mapping[str, Any], what: str) -> DataclassT:
+    """``dataclasses.replace(obj, **changes)``; keys that are no field of ``obj`` are a
+    :class:`ConfigError` naming ``what`` and the known keys."""
+    known = sorted(f.name for f in dataclasses.fields(obj) if f.init)
+    unknown = sorted(set(changes) - set(known))
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {unknown}; known: {known}")
+    return dataclasses.replace(obj, **changes)
+
+
+# ----------------------------------------------------------------------------- resume
+def changed_settings(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = ""
+                     ) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, current value)}`` for every leaf that differs between two
+    nested mappings (a key absent on one side has the value None there)."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key in [*current, *(k for k in saved if k not in current)]:
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            changes |= changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes[f"{prefix}{key}"] = (old, new)
+    return changes
+
+
+def is_under(key: str, prefixes: Collection[str]) -> bool:
+    """Whether dotted ``key`` is one of ``prefixes`` or inside one (``eval.every`` in ``eval``)."""
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
+
+
+def refuse_changes(saved: Mapping[str, Any], current: Mapping[str, Any], where: str,
+                   free: Collection[str] = (), allowed: Collection[str] = (), hint: str = ""
+                   ) -> None:
+    """Check that a run resumed from ``where`` keeps its ``saved`` settings: keys under ``free``
+    (no effect on the result) and ``allowed`` (accepted by the user) may differ, any other
+    change is a :class:`ConfigError` naming the keys, old and new values, and ``hint``."""
+    refused = {k: v for k, v in changed_settings(saved, current).items()
+               if not is_under(k, free) and not is_under(k, allowed)}
+    if refused:
+        diff = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise ConfigError(f"{where}: cannot resume with changed settings ({diff}); a resumed run "
+                          f"keeps the settings it started with{hint}")
 
 
 # ----------------------------------------------------------------------------- typed conversion
@@ -245,7 +365,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = load_yaml(raw, f"override {item!r}")
     return data
 
 
@@ -272,12 +392,10 @@ def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is no UTF-8)") from None
+    data = load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     base = data.pop("_base_", None)

@@ -10,8 +10,8 @@ choices (measured in the README, "Detectors that learn"):
   one level of one shot), EfficientDet's per-level BN. The maps a shared head sees differ in
   scale and statistics (lateral maps, AutoFEM outputs, six strides), and without normalisation
   the from-scratch head barely learns. Per-map BN keeps the sharing (only the 2C affine
-  values are per map); at inference each BN could be folded into the conv before it (not done
-  by ``asfd export`` yet).
+  values are per map); ``asfd export`` folds each into the conv before it (one conv weight
+  per map in the graph, no BatchNorm node left; tested in ``tests/test_export.py``).
 * Initialisation (:func:`init_head_`): He-normal convs, variance-preserving (gain 1) where no
   ReLU follows, the prediction conv included, and a *prior-probability* bias on the
   classification (RetinaNet, Lin et al. 2017): every anchor starts at face probability

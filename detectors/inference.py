@@ -29,12 +29,12 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from detectors.box_ops import box_iou, decode, nms
-from detectors.data.image import load_image, read_image_size, to_tensor
-from detectors.data.wider import IMAGE_EXTENSIONS
+from detectors.data.image import load_image, read_image_size, to_rgb8, to_tensor
+from detectors.data.wider import IMAGE_EXTENSIONS, image_key, read_image_list
 from detectors.evaluation.wider_eval import write_wider_predictions
 from detectors.heads import ShotOutput
 from detectors.reference_detectors import load_detector
@@ -59,6 +59,16 @@ class PostProcess:
     nms_iou: float = 0.3
     post_nms_top_k: int = 750
 
+    def __post_init__(self) -> None:
+        for name in ("score_threshold", "nms_iou"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"post-processing {name} must lie in [0, 1), got "
+                                 f"{getattr(self, name)}")
+        for name in ("pre_nms_top_k", "post_nms_top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"post-processing {name} must be at least 1, got "
+                                 f"{getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class MultiScaleTest:
@@ -71,11 +81,25 @@ class MultiScaleTest:
 
 
 PICTURE_THRESHOLD = 0.5
+#: A picture shows at most this many boxes, the best ones, so that a weak model's hundreds of
+#: near-equal boxes do not bury the image (``detect --max-boxes``).
+PICTURE_MAX_BOXES = 50
+#: An image's scores are "nearly constant" when at least ``NEAR_CONSTANT_MIN_BOXES`` of them
+#: spread less than ``NEAR_CONSTANT_SPREAD``: the model does not separate faces from background.
+NEAR_CONSTANT_SPREAD = 0.05
+NEAR_CONSTANT_MIN_BOXES = 20
+#: Score labels are at least this many pixels high, larger on large images.
+LABEL_MIN_PX = 11
+
+
+def face_scores(cls: Tensor) -> Tensor:
+    """Face probabilities ``[..., A]`` from (background, face) logits ``[..., A, 2]``."""
+    return cls.softmax(-1)[..., 1]
 
 
 def decode_shot(shot: ShotOutput) -> tuple[Tensor, Tensor]:
     """``(boxes [B, A, 4] xyxy, face scores [B, A])`` from one shot's raw outputs."""
-    return decode(shot.reg, shot.anchors.unsqueeze(0)), shot.cls.softmax(-1)[..., 1]
+    return decode(shot.reg, shot.anchors.unsqueeze(0)), face_scores(shot.cls)
 
 
 def select(boxes: Tensor, scores: Tensor, cfg: PostProcess) -> Detections:
@@ -134,7 +158,7 @@ def as_array(image: ImageInput) -> np.ndarray:
     if isinstance(image, (str, Path)):
         return load_image(image)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return to_rgb8(image)
     return image
 
 
@@ -163,6 +187,20 @@ def find_images(folder: str | Path) -> dict[str, Path]:
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
 
 
+#: Default cap on the pixels of one network input (after ``scale`` and ``max_size``, at the
+#: largest multi-scale pass): 4096 x 4096. Memory grows with the pixels (see README).
+MAX_INPUT_PIXELS = 4096 * 4096
+
+
+def image_size(image: ImageInput) -> tuple[int, int]:
+    """``(width, height)`` of an array, a PIL image or a file (read from its header)."""
+    if isinstance(image, (str, Path)):
+        return read_image_size(image)
+    if isinstance(image, Image.Image):
+        return image.size
+    return image.shape[1], image.shape[0]
+
+
 class DetectorBase:
     """Test-time recipe around a network's raw outputs: resizing, batching, post-processing,
     multi-scale test. Subclasses provide :meth:`raw` (PyTorch: :class:`Detector`; onnxruntime:
@@ -170,23 +208,53 @@ class DetectorBase:
     ``scale`` (1.0: the original size, the paper's single-scale protocol; e.g. 1024 / 416 puts
     images that were downscaled from WIDER's 1024 px back at WIDER's face sizes), then shrunk
     further if its longer side would exceed ``max_size`` (optional); boxes are mapped back to
-    the original frame."""
+    the original frame. An image that would still enter the network with more than
+    ``max_pixels`` pixels (``None``: no cap) is refused before it is decoded."""
 
     def __init__(self, postprocess: PostProcess = PostProcess(),
-                 max_size: int | None = None, scale: float = 1.0) -> None:
+                 max_size: int | None = None, scale: float = 1.0,
+                 max_pixels: int | None = MAX_INPUT_PIXELS) -> None:
         if scale <= 0:
             raise ValueError(f"test scale must be positive, got {scale}")
+        if max_pixels is not None and max_pixels < 1:
+            raise ValueError(f"max_pixels must be at least 1 (None: no cap), got {max_pixels}")
         self.postprocess = postprocess
         self.max_size = max_size
         self.scale = scale
+        self.max_pixels = max_pixels
+
+    def check_size(self, size: tuple[int, int], source: object,
+                   multiscale: MultiScaleTest | None = None) -> None:
+        """Raise ``ValueError`` naming ``source`` when an image of ``size`` (width, height)
+        would enter the network with more than ``max_pixels`` pixels at its largest pass."""
+        if self.max_pixels is None:
+            return
+        s = self._scale_for(max(size)) * (max(multiscale.scales) if multiscale else 1.0)
+        width, height = (max(1, round(v * s)) for v in size)
+        if width * height > self.max_pixels:
+            raise ValueError(
+                f"{source}: this {size[0]}x{size[1]} image would enter the network at "
+                f"{width}x{height} ({width * height / 1e6:.1f} megapixels), above the cap of "
+                f"{self.max_pixels / 1e6:.1f} (max_pixels); shrink it (--max-size PX) or lift "
+                "the cap (--max-pixels 0)")
 
     def raw(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """Decoded boxes ``[B, A, 4]`` and face scores ``[B, A]`` of a normalised batch."""
         raise NotImplementedError
 
+    def detect_batch(self, batch: Tensor) -> list[Detections]:
+        """Each image's post-processed detections (:func:`select`) in the frame of ``batch``."""
+        boxes, scores = self.raw(batch)
+        return [select(b, sc, self.postprocess) for b, sc in zip(boxes, scores)]
+
     def _base_scale(self, image: np.ndarray) -> float:
-        longer = max(image.shape[:2]) * self.scale
-        return self.scale * (min(1.0, self.max_size / longer) if self.max_size else 1.0)
+        return self._scale_for(max(image.shape[:2]))
+
+    def _scale_for(self, longer: int) -> float:
+        """``scale``, times the shrink that brings a longer side of ``longer * scale`` down to
+        ``max_size``."""
+        scaled = longer * self.scale
+        return self.scale * (min(1.0, self.max_size / scaled) if self.max_size else 1.0)
 
     def _single_pass(self, arrays: Sequence[np.ndarray], scales: Sequence[float],
                      flip: bool = False) -> list[Detections]:
@@ -195,10 +263,9 @@ class DetectorBase:
         inputs = [resize_image(a, s) for a, s in zip(arrays, scales)]
         if flip:
             inputs = [np.ascontiguousarray(a[:, ::-1]) for a in inputs]
-        boxes, scores = self.raw(pad_batch([to_tensor(a) for a in inputs]))
         results = []
-        for s, inp, b, sc in zip(scales, inputs, boxes, scores):
-            det = select(b, sc, self.postprocess)
+        for s, inp, det in zip(scales, inputs,
+                               self.detect_batch(pad_batch([to_tensor(a) for a in inputs]))):
             found = clip_boxes(det.boxes, *inp.shape[:2])
             if flip:
                 found = flip_boxes(found, inp.shape[1])
@@ -208,6 +275,9 @@ class DetectorBase:
     def detect(self, images: Sequence[ImageInput],
                multiscale: MultiScaleTest | None = None) -> list[Detections]:
         """Faces in each image (arrays ``HWC`` RGB uint8, PIL images or paths), as one batch."""
+        for i, im in enumerate(images):
+            self.check_size(image_size(im), im if isinstance(im, (str, Path)) else f"image {i}",
+                            multiscale)
         arrays = [as_array(im) for im in images]
         base = [self._base_scale(a) for a in arrays]
         if multiscale is None:
@@ -228,6 +298,8 @@ class DetectorBase:
         """Detections keyed like ``paths``. Images are batched in order of size (see the module
         docstring on padding); ``progress(done, total)`` is called after each batch."""
         sizes = {key: read_image_size(p) for key, p in paths.items()}
+        for key, size in sizes.items():  # refuse a huge image before the first batch
+            self.check_size(size, paths[key], multiscale)
         order = sorted(paths, key=lambda k: (sizes[k][1], sizes[k][0]))
         results: dict[str, Detections] = {}
         for start in range(0, len(order), batch_size):
@@ -248,8 +320,8 @@ class Detector(DetectorBase):
 
     def __init__(self, model: nn.Module, postprocess: PostProcess = PostProcess(),
                  max_size: int | None = None, device: str | torch.device = "cpu",
-                 scale: float = 1.0) -> None:
-        super().__init__(postprocess, max_size, scale)
+                 scale: float = 1.0, max_pixels: int | None = MAX_INPUT_PIXELS) -> None:
+        super().__init__(postprocess, max_size, scale, max_pixels)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
 
@@ -275,31 +347,92 @@ def detections_to_json(image: str | Path, size: tuple[int, int], det: Detections
 
 
 def draw_detections(image: np.ndarray, det: Detections, threshold: float = PICTURE_THRESHOLD,
-                    color: str = "#00ff66") -> Image.Image:
-    """The image with the boxes scoring at least ``threshold`` and their scores drawn on it."""
+                    color: str = "#00ff66", max_boxes: int = PICTURE_MAX_BOXES) -> Image.Image:
+    """The image with the boxes of :func:`picture_boxes` drawn, each score in black on a label
+    filled with ``color`` above the box (inside it at the top edge); the best box is drawn
+    last, on top."""
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    line = max(1, round(max(image.shape[:2]) / 400))
-    for box, score in zip(det.boxes.tolist(), det.scores.tolist()):
-        if score < threshold:
-            continue
+    longer = max(image.shape[:2])
+    line = max(1, round(longer / 400))
+    font = ImageFont.load_default(size=max(LABEL_MIN_PX, round(longer / 50)))
+    shown = picture_boxes(det, threshold, max_boxes)
+    for box, score in reversed(list(zip(shown.boxes.tolist(), shown.scores.tolist()))):
         draw.rectangle(box, outline=color, width=line)
-        draw.text((box[0], max(0.0, box[1] - 11)), f"{score:.2f}", fill=color)
+        text = f"{score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        width, height = right - left + 4, bottom - top + 4
+        x, y = box[0], (box[1] - height if box[1] >= height else box[1])
+        draw.rectangle((x, y, x + width, y + height), fill=color)
+        draw.text((x + 2 - left, y + 2 - top), text, fill="black", font=font)
     return canvas
 
 
+def picture_boxes(det: Detections, threshold: float = PICTURE_THRESHOLD,
+                  max_boxes: int = PICTURE_MAX_BOXES) -> Detections:
+    """What a picture shows: the detections scoring at least ``threshold``, the best
+    ``max_boxes`` of them (0: all), highest score first."""
+    if max_boxes < 0:
+        raise ValueError(f"max_boxes must be >= 0 (0: no cap), got {max_boxes}")
+    shown = above(det, threshold)
+    order = shown.scores.argsort(descending=True)[:max_boxes or None]
+    return Detections(shown.boxes[order], shown.scores[order])
+
+
+def picture_warning(detections: Iterable[Detections], threshold: float = PICTURE_THRESHOLD,
+                    max_boxes: int = PICTURE_MAX_BOXES) -> str | None:
+    """One line on what the pictures of ``detections`` (one per image) hide or suggest, or
+    ``None``: images with more than ``max_boxes`` faces above ``threshold`` (only the best are
+    drawn), and images whose scores are nearly constant (see ``NEAR_CONSTANT_SPREAD``)."""
+    capped, constant, total, most = 0, [], 0, 0
+    for det in detections:
+        total += 1
+        count = int((det.scores >= threshold).sum())
+        most = max(most, count)
+        if max_boxes and count > max_boxes:
+            capped += 1
+        if len(det.scores) >= NEAR_CONSTANT_MIN_BOXES:
+            lo, hi = float(det.scores.min()), float(det.scores.max())
+            if hi - lo < NEAR_CONSTANT_SPREAD:
+                constant.append((lo, hi))
+    parts = []
+    if capped:
+        parts.append(f"{capped} of {total} image(s) have more than {max_boxes} faces scoring >= "
+                     f"{threshold:g} (up to {most}); their pictures show the best {max_boxes} "
+                     "(--max-boxes)")
+    if constant:
+        lo, hi = min(c[0] for c in constant), max(c[1] for c in constant)
+        parts.append(f"the scores of {len(constant)} of {total} image(s) are nearly constant "
+                     f"({lo:.3f}-{hi:.3f}): is the model trained?")
+    return "; ".join(parts) or None
+
+
+def above(det: Detections, threshold: float) -> Detections:
+    """The detections scoring at least ``threshold``."""
+    keep = det.scores >= threshold
+    return Detections(det.boxes[keep], det.scores[keep])
+
+
 def write_detections(out_dir: str | Path, name: str, image: ImageInput, det: Detections,
-                     picture_threshold: float = PICTURE_THRESHOLD) -> list[Path]:
-    """``out_dir/<name>.json``, ``<name>.txt`` (WIDER format) and ``<name>.jpg`` (boxes drawn)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+                     threshold: float = PICTURE_THRESHOLD,
+                     max_boxes: int = PICTURE_MAX_BOXES) -> list[Path]:
+    """``out_dir/<name>.json`` (faces scoring >= ``threshold``), ``<name>.txt`` (WIDER format,
+    every detection, so that ``eval-preds`` sees the whole PR curve) and ``<name>.jpg`` (the
+    JSON's faces drawn, at most ``max_boxes``). ``name`` may hold folders
+    (``<event>/<name>``)."""
+    json_path, txt_path, jpg_path = (Path(out_dir) / f"{name}{ext}"
+                                     for ext in (".json", ".txt", ".jpg"))
+    if isinstance(image, (str, Path)) and jpg_path.resolve() == Path(image).resolve():
+        raise ValueError(f"the picture of {image} would overwrite it: choose another output "
+                         "folder")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     array = as_array(image)
-    json_path, txt_path, jpg_path = (out_dir / f"{name}{ext}" for ext in (".json", ".txt", ".jpg"))
     source = image if isinstance(image, (str, Path)) else name
-    record = detections_to_json(source, (array.shape[1], array.shape[0]), det)
+    shown = above(det, threshold)
+    record = detections_to_json(source, (array.shape[1], array.shape[0]), shown)
     json_path.write_text(json.dumps(record, indent=1))
     write_wider_predictions(out_dir, {name: (det.boxes.numpy(), det.scores.numpy())})
-    draw_detections(array, det, picture_threshold).save(jpg_path, quality=92)
+    draw_detections(array, shown, threshold, max_boxes=max_boxes).save(jpg_path, quality=92)
     return [json_path, txt_path, jpg_path]
 
 
@@ -309,20 +442,33 @@ def as_numpy(detections: Mapping[str, Detections]) -> dict[str, tuple[np.ndarray
 
 
 def iter_inputs(inputs: Iterable[str | Path]) -> dict[str, Path]:
-    """Image files and folders (searched recursively) -> ``{output name: path}``; names are the
-    file stems, made unique with the relative folder when several images share a stem."""
+    """Image files and folders (searched recursively) -> ``{output name: path}``; a file's name
+    is its stem, a folder's images are named by their path inside it without the extension
+    (``<event>/<name>``), so outputs mirror the folder as ``eval-preds`` expects."""
     found: dict[str, Path] = {}
     for item in map(Path, inputs):
         if item.is_dir():
-            named = {str(Path(rel).with_suffix("")).replace("/", "__"): path
-                     for rel, path in find_images(item).items()}
+            named = [(image_key(rel), path) for rel, path in find_images(item).items()]
         elif item.is_file():
-            named = {item.stem: item}
+            named = [(item.stem, item)]
         else:
             raise FileNotFoundError(f"no such image or folder: {item}")
-        for name, path in named.items():
+        for name, path in named:
             if name in found and found[name] != path:
                 raise ValueError(f"two inputs would write the same outputs {name}.*: "
                                  f"{found[name]} and {path}; pass them in separate runs")
             found[name] = path
     return found
+
+
+def listed_images(folder: str | Path, image_list: str | Path) -> dict[str, Path]:
+    """The images of ``folder`` named in ``image_list`` (paths relative to the folder, with or
+    without extension, e.g. ``images.txt`` of ``asfd eval`` or an FDDB fold file), in list
+    order, named as :func:`iter_inputs` names them; a listed image that is missing is an error."""
+    found = {image_key(rel): path for rel, path in find_images(folder).items()}
+    wanted = list(dict.fromkeys(image_key(rel) for rel in read_image_list(image_list)))
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise FileNotFoundError(f"{image_list}: {len(missing)} listed image(s) are not under "
+                                f"{folder}, e.g. {missing[:3]}")
+    return {name: found[name] for name in wanted}

@@ -25,6 +25,7 @@ classification, and larger values slow the classification (README, "Detectors th
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from nas_search.registry import Registry
 from detectors.box_ops import VARIANCES, decode, encode
+from detectors.config import ConfigError
 from detectors.heads import DetectorOutput, ShotOutput
 from detectors.matching import match_batch
 
@@ -118,6 +120,13 @@ class DualShotLoss(nn.Module):
         super().__init__()
         if regression not in ("diou", "smooth_l1"):
             raise ValueError(f"unknown regression loss {regression!r}; use 'diou' or 'smooth_l1'")
+        problems = [f"{name} must be >= 0, got {value}" for name, value in (
+            ("margin", margin), ("lambda1", lambda1), ("lambda2", lambda2),
+            ("neg_pos_ratio", neg_pos_ratio)) if not value >= 0]
+        if not 0 < iou_threshold <= 1:
+            problems.append(f"iou_threshold must lie in (0, 1], got {iou_threshold}")
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: " + "; ".join(problems))
         self.regression = regression
         self.margin = margin
         self.lambda1 = lambda1
@@ -183,6 +192,13 @@ register_loss = LOSSES.register
 
 
 def build_loss(name: str, **kwargs) -> DualShotLoss:
+    """The loss registered as ``name`` with keyword arguments ``kwargs`` (``loss.params``);
+    unknown ones are a :class:`~detectors.config.ConfigError` listing the known ones."""
+    known = inspect.signature(LOSSES[name]).parameters
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ConfigError(f"loss.params: unknown key(s) {unknown} of loss {name!r}; known: "
+                          f"{sorted(known)}")
     return LOSSES.build(name, **kwargs)
 
 

@@ -1,63 +1,55 @@
 """Parameter, multiply-add (MAC) and CPU-latency profiling (Table 5's #Params, #FLOPS, LAT).
 
-Table 5's "#FLOPS" are multiply-adds, so we count MACs. A forward hook on every leaf module adds,
-per image of the batch:
+Table 5's "#FLOPS" are multiply-adds, so we count MACs: ``torch.utils.flop_counter``'s
+``FlopCounterMode`` counts the FLOPs of every aten convolution and matrix product the forward
+pass dispatches (modules and functional calls alike, e.g. the sliced-weight ``F.conv2d`` of
+:class:`nas_search.cell.SlotProjection`), and a multiply-add is two of its FLOPs. What it does
+not count is 0 here too: BatchNorm (folded into the preceding conv at inference), biases,
+activations, pooling, up-sampling and element-wise sums/products (memory-bound, and small next
+to the convolutions: the usual convention of fvcore/thop-style counters).
 
-* ``Conv2d`` (any groups/dilation/stride): ``H_out * W_out * C_out * (C_in / groups) * kh * kw``;
-* ``Linear``: ``out_elements * in_features``;
-* everything else counts 0: BatchNorm (folded into the preceding conv at inference), biases,
-  activations, pooling, up-sampling and element-wise sums/products (memory-bound, and small next
-  to the convolutions: the usual convention of fvcore/thop-style counters).
+The count runs on the ``meta`` device by default: shapes only, no arithmetic, so D6 at 640x480
+takes a fraction of a second.
 """
 from __future__ import annotations
 
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils.flop_counter import FlopCounterMode
 
 
-def conv2d_macs(module: nn.Conv2d, output: Tensor) -> int:
-    kh, kw = module.kernel_size
-    per_output = (module.in_channels // module.groups) * kh * kw
-    return output[0].numel() * per_output
+def _on_meta(value: object) -> object:
+    return torch.empty_like(value, device="meta") if isinstance(value, Tensor) else value
 
 
-def linear_macs(module: nn.Linear, output: Tensor) -> int:
-    return output[0].numel() * module.in_features
-
-
-MAC_RULES: dict[type[nn.Module], Callable[[nn.Module, Tensor], int]] = {
-    nn.Conv2d: conv2d_macs,
-    nn.Linear: linear_macs,
-}
-
-
-def mac_rule(module: nn.Module) -> Callable[[nn.Module, Tensor], int] | None:
-    """The counting rule of ``module`` (subclasses included); None for modules counted as 0."""
-    return next((rule for kind, rule in MAC_RULES.items() if isinstance(module, kind)), None)
-
-
-@torch.inference_mode()
-def count_macs(model: nn.Module, *inputs: Tensor, **kwargs) -> int:
+@torch.no_grad()
+def count_macs(model: nn.Module, *inputs: Any, meta: bool = True, **kwargs) -> int:
     """Multiply-adds of one forward pass of ``model(*inputs, **kwargs)``, per image of the batch
-    (inputs must be batched: the counts read the first element of each output)."""
-    total = 0
+    (FLOPs / 2, divided by the batch size of the first input tensor; inputs may be nested lists,
+    e.g. a pyramid).
 
-    def hook(module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-        nonlocal total
-        total += mac_rule(module)(module, output)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if mac_rule(m) is not None]
-    try:
-        model(*inputs, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    ``meta=True`` runs the pass on ``meta`` copies of the inputs, parameters and buffers (the
+    model is not touched); a model whose forward reads tensor values (``.item()``,
+    ``.tolist()``) needs ``meta=False``, which computes for real.
+    """
+    batch = next(x for x in tree_leaves(inputs) if isinstance(x, Tensor)).shape[0]
+    if meta:
+        state = {name: _on_meta(t) for name, t in
+                 [*model.named_parameters(), *model.named_buffers()]}
+        inputs, kwargs = tree_map(_on_meta, (inputs, kwargs))
+    with FlopCounterMode(display=False) as counter:
+        if meta:
+            functional_call(model, state, inputs, kwargs)
+        else:
+            model(*inputs, **kwargs)
+    return counter.get_total_flops() // 2 // batch
 
 
 def count_parameters(model: nn.Module) -> int:

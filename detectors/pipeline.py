@@ -33,19 +33,21 @@ from detectors.asfd import (
 )
 from detectors.config import (
     ConfigError, DataSource, TrainConfig, apply_overrides, config_from_dict, dataclass_from_dict,
-    read_config_file,
+    load_yaml, read_config_file, refuse_changes,
 )
 from detectors.data.synthetic import ANNOTATION_FILE, make_synthetic
 from detectors.macs import Profile, profile_model
 from detectors.search_task import FaceSearchTask, SearchFile, search_file_from_dict
 from detectors.train import STATE_FILE, TrainEvent, TrainResult, train
 from genotypes.io import load_genotype
-from genotypes.schema import LEVELS, Genotype
+from genotypes.schema import Genotype
 from nas_search.registry import list_ops
 from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, ProgressFn, search
 from nas_search.supernet import Supernet
 
 SEARCH_CONFIG_FILE = "search_config.yaml"
+#: Settings a resumed search may change: they do not change what is computed.
+SEARCH_RESUME_FREE: tuple[str, ...] = ("search.device", "search.log_every", "task.workers")
 GENOTYPE_SVG = "genotype.svg"
 HISTORY_PNG = "history.png"
 
@@ -78,15 +80,25 @@ def _gloo_worker(rank: int, world: int, port: int, fn: Callable[..., Any], args:
         dist.destroy_process_group()
 
 
+class WorkerError(RuntimeError):
+    """A spawned worker process raised (the message ends with its traceback) or died."""
+
+
 def spawn_gloo(fn: Callable[..., Any], nproc: int, *args: Any) -> None:
     """Run ``fn(*args)`` in ``nproc`` spawned processes joined in a local gloo process group.
 
-    ``fn`` and ``args`` must be picklable (a module-level function); an exception in any worker
-    is raised here.
+    ``fn`` and ``args`` must be picklable (a module-level function); an exception in any worker,
+    or its death, is a :class:`WorkerError` here (the other workers are stopped).
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
-    mp.spawn(_gloo_worker, args=(nproc, _free_port(), fn, args), nprocs=nproc, join=True)
+    try:
+        mp.spawn(_gloo_worker, args=(nproc, _free_port(), fn, args), nprocs=nproc, join=True)
+    except mp.ProcessExitedException as exc:
+        raise WorkerError(f"worker {exc}; its run keeps the last checkpoint written") from None
+    except mp.ProcessRaisedException as exc:
+        raise WorkerError(f"worker process {exc.error_index} failed: {str(exc).strip()}") \
+            from None
 
 
 @contextlib.contextmanager
@@ -148,16 +160,18 @@ def run_search(spec: SearchFile, data: DataSource, run_dir: str | Path, resume: 
                progress: ProgressFn | None = None, nproc: int = 1, render: bool = True
                ) -> SearchArtifacts | None:
     """Search, then (``render``) write ``genotype.svg`` and ``history.png`` beside the engine's
-    files.
+    files; ``resume`` continues the checkpoint of ``run_dir`` with unchanged settings
+    (:func:`check_search_resume`).
 
     ``nproc > 1`` spawns gloo workers (``progress`` is then not called). Under ``torchrun`` every
     rank calls this; rank 0 alone writes and returns the artifacts, the others return None.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_search_resume(spec, data, run_dir)
     if _rank() == 0:
-        (run_dir / SEARCH_CONFIG_FILE).write_text(yaml.safe_dump(
-            {"data": dataclasses.asdict(data), **spec.to_dict()}, sort_keys=False))
+        (run_dir / SEARCH_CONFIG_FILE).write_text(search_settings(spec, data))
     supernet = None
     if nproc > 1:
         spawn_gloo(_search_in_process, nproc, spec, data, run_dir, resume)
@@ -168,8 +182,23 @@ def run_search(spec: SearchFile, data: DataSource, run_dir: str | Path, resume: 
     return dataclasses.replace(render_search(run_dir, render), supernet=supernet)
 
 
-def render_search(run_dir: str | Path, render: bool = True, max_panels: int = 12
-                  ) -> SearchArtifacts:
+def search_settings(spec: SearchFile, data: DataSource) -> str:
+    """``search_config.yaml``: the data, task and schedule of a search."""
+    return yaml.safe_dump({"data": dataclasses.asdict(data), **spec.to_dict()}, sort_keys=False)
+
+
+def check_search_resume(spec: SearchFile, data: DataSource, run_dir: str | Path) -> None:
+    """Refuse to resume the search in ``run_dir`` with other settings (data folder, task,
+    schedule) than its ``search_config.yaml`` records, but for :data:`SEARCH_RESUME_FREE`: a
+    :class:`~detectors.config.ConfigError` naming the changed keys."""
+    path = Path(run_dir) / SEARCH_CONFIG_FILE
+    if path.is_file():
+        refuse_changes(load_yaml(path.read_text(encoding="utf-8"), str(path)),
+                       load_yaml(search_settings(spec, data), "the new settings"), str(path),
+                       SEARCH_RESUME_FREE, hint="; search into another folder for new settings")
+
+
+def render_search(run_dir: str | Path, render: bool = True) -> SearchArtifacts:
     """A finished search's artifacts; with ``render``, first draw its genotype (svg) and the
     history of its structural choices (png): the parent probabilities ``gamma`` of the CPM
     nodes, or the path fusion ``beta`` of the FPN levels (``asfd plot-history`` draws any
@@ -183,11 +212,11 @@ def render_search(run_dir: str | Path, render: bool = True, max_panels: int = 12
         try:
             from visualize.render import render_genotype
 
-            svg = render_genotype(genotype, run_dir / GENOTYPE_SVG)
+            svg = render_genotype(genotype, run_dir / GENOTYPE_SVG, name=str(run_dir))
         except (ImportError, RuntimeError) as exc:  # graphviz package or `dot` missing
             warnings.warn(f"genotype not rendered: {exc}", stacklevel=2)
         png = plot_history(load_history(run_dir), run_dir / HISTORY_PNG,
-                           params="gamma" if genotype.cells else "beta", max_panels=max_panels)
+                           params="gamma" if genotype.cells else "beta")
     return SearchArtifacts(run_dir, genotype, run_dir / GENOTYPE_FILE, run_dir / HISTORY_FILE,
                            svg, png)
 
@@ -202,23 +231,22 @@ def resolve_search_output(source: str | Path) -> Path | str:
 def feature_modules_for(variant: Variant, genotype: Genotype) -> tuple[str, ...]:
     """The variant's AutoFEM cascade restricted to the parts ``genotype`` has.
 
-    A search yields one part (``fpn`` or ``cells``); a variant whose cascade needs the other
-    keeps the searched part alone, e.g. D0 (AutoFEM-CPM) of an FPN search gets AutoFEM-FPN.
+    A search yields one part (``fpn`` or ``cells``); every variant's cascade has both, and keeps
+    the searched part alone, e.g. D0 of a CPM search gets AutoFEM-CPM.
     """
     has = {"autofem_fpn": genotype.fpn is not None, "autofem_cpm": bool(genotype.cells)}
     cascade = asfd_config(variant).feature_modules
-    kept = tuple(m for m in cascade if m not in GENOTYPE_FEATURE_MODULES or has[m])
-    return kept or tuple(m for m in ("autofem_fpn", "autofem_cpm") if has[m])
+    return tuple(m for m in cascade if m not in GENOTYPE_FEATURE_MODULES or has[m])
 
 
 def feature_overrides(variant: Variant, genotype: Genotype) -> dict[str, tuple[str, ...]]:
     """:class:`~detectors.asfd.ASFDConfig` fields that build ``variant`` from ``genotype``:
-    none when the variant's own cascade applies, else :func:`feature_modules_for` on all six
-    levels (a substituted AutoFEM-FPN needs the whole pyramid for its top-down path)."""
+    none when the variant's own cascade applies, else :func:`feature_modules_for` (on the
+    variant's own levels)."""
     modules = feature_modules_for(variant, genotype)
     if modules == asfd_config(variant).feature_modules:
         return {}
-    return {"feature_modules": modules, "enhanced_levels": LEVELS}
+    return {"feature_modules": modules}
 
 
 def derive_detector(genotype: Genotype | str | Path, variant: Variant = "D0",

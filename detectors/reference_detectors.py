@@ -34,8 +34,10 @@ from detectors.asfd import (
     ASFD, CHECKPOINT_FORMAT, asfd_config, build_feature_cascade, load_model, save_model,
 )
 from detectors.backbones import build_backbone
+from detectors.config import replace_fields
 from detectors.heads import DetectorOutput, ShotOutput
 from genotypes.schema import LEVELS
+from nas_search.checkpoint import load_checkpoint
 from search_spaces.baselines import PerLevel, register_feature_module
 from search_spaces.ops import ConvBNAct
 
@@ -202,7 +204,8 @@ def build_reference_detector(name: str, **options) -> nn.Module:
 
 @register_reference_detector("retinaface_mnet025")
 def retinaface_mnet025(**overrides) -> RetinaFaceStyle:
-    return RetinaFaceStyle(dataclasses.replace(RetinaFaceConfig(), **overrides))
+    return RetinaFaceStyle(replace_fields(RetinaFaceConfig(), overrides,
+                                          "model.options of retinaface_mnet025"))
 
 
 @register_reference_detector("dsfd_like")
@@ -237,9 +240,7 @@ def load_detector(path: str | Path, map_location: str | torch.device = "cpu") ->
     """Any detector file this toolkit writes: an ASFD / DSFD-like (``asfd.save_model``) or a
     RetinaFace-style model (:func:`save_reference_model`)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = load_checkpoint(path, "model file", map_location)
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt == CHECKPOINT_FORMAT:
         return load_model(path, map_location)

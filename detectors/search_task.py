@@ -46,7 +46,7 @@ from detectors.data.wider import FaceSample
 from detectors.heads import DetectionHeads
 from detectors.losses import DRMCLoss
 from detectors.train import load_samples, split_images
-from genotypes.schema import ConcatMode, Genotype, GenotypeMeta, SearchMode
+from genotypes.schema import ConcatMode, FPNPathway, Genotype, GenotypeMeta, SearchMode
 from nas_search.search import SearchConfig
 from nas_search.supernet import Supernet
 from search_spaces.baselines import build_feature_module
@@ -62,7 +62,9 @@ class FaceSearchConfig:
     """The searched detector and its data; the search schedule is ``nas_search.SearchConfig``.
 
     ``base_fpn`` (``target="cpm"`` only) is a registered feature module run before the CPM
-    supernets; ``"none"`` searches the CPMs on the lateral pyramid. ``arch_fraction`` is the
+    supernets; ``"none"`` searches the CPMs on the lateral pyramid. ``fpn_pathway``
+    (``target="fpn"`` only) is what the AutoFEM-FPN paths read (:mod:`search_spaces.fpn`; the
+    genotype records it). ``arch_fraction`` is the
     share of the images held out for the architecture steps; ``max_images`` caps the images
     read (after the split of ``DataSource``), for quick runs. ``loss`` holds keyword arguments
     of :class:`~detectors.losses.DRMCLoss` (``margin``, ``lambda1``, ``lambda2``...; its
@@ -75,6 +77,7 @@ class FaceSearchConfig:
     channels: int = 32
     head_depth: int = 1
     base_fpn: str = "fem_fpn"
+    fpn_pathway: FPNPathway = "recursive"
     mode: SearchMode = "top1_tree"
     concat: ConcatMode = "cat_leaf"
     n_nodes: int = 6
@@ -151,7 +154,8 @@ class FaceSearchSupernet(Supernet, DualShotDetector):
 
     def __init__(self, config: FaceSearchConfig) -> None:
         if config.target == "fpn":
-            search_module = AutoFEMFPNSearch(config.channels, k=config.k)
+            search_module = AutoFEMFPNSearch(config.channels, k=config.k,
+                                             pathway=config.fpn_pathway)
             feature = FeatureCascade(search_module)
         elif config.target == "cpm":
             search_module = AutoFEMCPMSearch(config.channels, config.n_nodes, config.mode,

@@ -15,7 +15,10 @@ temporary file then ``os.replace``-d, so a crash never leaves a torn checkpoint)
 
 Resume: the batches are a pure function of ``(seed, epoch)`` (:mod:`detectors.data.loader`),
 so a run resumed from iteration ``i`` skips the batches of the interrupted epoch already seen
-and sees exactly the batches an uninterrupted run would have seen next.
+and sees exactly the batches an uninterrupted run would have seen next. It keeps the settings
+stored in ``last.pt`` (a changed one is an error naming it, but for :data:`RESUME_FREE` and the
+:data:`RESUME_ALLOWABLE` ones the caller allows), and ``last.pt`` is read with
+``torch.load(weights_only=True)``: a crafted file cannot run code.
 
 Time budget: ``run.max_minutes`` bounds the wall time of the whole run (summed over resumed
 sessions, periodic evaluations included, the final one excluded); when it runs out the run
@@ -34,8 +37,8 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
@@ -48,15 +51,17 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from detectors.asfd import ASFD_FAMILY, build_asfd
+from detectors.asfd import ASFD_FAMILY, build_asfd, genotype_source
 from detectors.backbones import load_pretrained
 from detectors.config import (
     ConfigError, DataSource, EvalConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
+    is_under, refuse_changes,
 )
 from detectors.data.loader import FaceDetectionDataset, build_dataloader, set_epoch
-from detectors.data.wider import FaceSample, WiderDataset
+from detectors.data.wider import FaceSample, WiderDataset, read_image_list
 from detectors.evaluation.wider_eval import (
     SETTINGS, WiderGroundTruth, WiderResult, evaluate_wider, load_wider_ground_truth,
+    restrict_ground_truth,
 )
 from detectors.heads import DetectorOutput, ShotOutput
 from detectors.inference import Detector, DetectorBase, MultiScaleTest, PostProcess, as_numpy
@@ -64,12 +69,20 @@ from detectors.losses import build_loss
 from detectors.reference_detectors import (
     REFERENCE_DETECTORS, build_reference_detector, load_detector, save_detector,
 )
+from nas_search.checkpoint import NUMPY_ARRAY_GLOBALS, load_checkpoint
+from nas_search.search import available_device
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.csv"
 CONFIG_FILE = "config.yaml"
 STATE_FORMAT = "asfd-train-state"
+#: Settings a resumed run may change freely: they do not change what is computed.
+RESUME_FREE: tuple[str, ...] = ("run.threads", "run.log_every", "run.checkpoint_every",
+                                "data.workers")
+#: Settings a resumed run may change when the user allows each (``--allow-change KEY``): the time
+#: budget, the number of epochs, and what and how it evaluates.
+RESUME_ALLOWABLE: tuple[str, ...] = ("run.max_minutes", "schedule.epochs", "eval", "data.val")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,15 +90,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- data selection
-def read_image_list(path: str | Path) -> list[str]:
-    """Relative image paths, one a line; blank lines and ``#`` comments ignored."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image list not found: {path}")
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
-
 def is_val_position(index: int, fraction: float) -> bool:
     """Whether the ``index``-th image (0-based) of an event is held out: evenly spaced, so that
     ``floor(n * fraction)`` of the first ``n`` images are, for every ``n``."""
@@ -128,19 +132,6 @@ def load_samples(source: DataSource) -> list[FaceSample]:
         raise ValueError(f"{source.dir}: no images selected (images={source.images}, "
                          f"subset={source.subset}, val_fraction={source.val_fraction})")
     return samples
-
-
-def restrict_ground_truth(gt: WiderGroundTruth, keys: Sequence[str]) -> WiderGroundTruth:
-    """The official ground truth limited to the images ``keys`` (``<event>/<name>``), so that a
-    held-out part of a folder is scored on its own faces only."""
-    index = {k: i for i, k in enumerate(gt.keys)}
-    missing = [k for k in keys if k not in index]
-    if missing:
-        raise ValueError(f"{len(missing)} image(s) have no official ground truth, e.g. "
-                         f"{missing[:3]}")
-    rows = [index[k] for k in keys]
-    return WiderGroundTruth(tuple(gt.keys[i] for i in rows), tuple(gt.boxes[i] for i in rows),
-                            {s: tuple(gt.countable[s][i] for i in rows) for s in SETTINGS})
 
 
 def ground_truth_from_samples(samples: Sequence[FaceSample]) -> WiderGroundTruth:
@@ -221,6 +212,15 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return model
 
 
+def recorded_model_config(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` as ``config.yaml`` records it: for a model file, ``genotype`` names the file's own
+    genotype (:func:`~detectors.asfd.genotype_source`, ``""`` without one), not an unused
+    default."""
+    if cfg.name in ASFD_FAMILY or cfg.name in REFERENCE_DETECTORS or not Path(cfg.name).is_file():
+        return cfg
+    return replace(cfg, genotype=genotype_source(cfg.name) or "")
+
+
 def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     """The optimizer ``cfg.name`` names, at ``cfg.lr`` (see :class:`OptimConfig`)."""
     if cfg.name == "adamw":
@@ -280,10 +280,11 @@ class DistContext:
 
 
 def resolve_device(name: str, ctx: DistContext) -> torch.device:
-    """``auto``: this local rank's GPU when CUDA is available, else the CPU."""
+    """``auto``: this local rank's GPU when CUDA is available, else the CPU; a CUDA device this
+    machine lacks is a ValueError."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = available_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ctx.local_rank)
     return device
@@ -379,17 +380,29 @@ class Progress:
 
 
 class MetricsLog:
-    """``metrics.csv``: a header fixed at the first row (resumed runs append to it)."""
+    """``metrics.csv``: a header fixed at the first row. A fresh run replaces an older file (a
+    run that died before its first checkpoint); a run resumed at iteration ``i`` keeps the rows
+    up to ``i`` and appends (the later ones are replayed, so they would repeat)."""
 
     BASE = ("kind", "epoch", "iteration", "elapsed_s", "lr", "images_per_s", "loss")
     AP = tuple(f"ap_{s}" for s in SETTINGS)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, resume_iteration: int | None = None) -> None:
         self.path = path
         self.fields: list[str] | None = None
-        if path.is_file() and path.stat().st_size:
-            with path.open() as f:
-                self.fields = next(csv.reader(f))
+        if resume_iteration is None:
+            path.unlink(missing_ok=True)
+        elif path.is_file() and path.stat().st_size:
+            with path.open(newline="") as f:
+                reader = csv.reader(f)
+                self.fields = next(reader)
+                col = self.fields.index("iteration")
+                rows = [r for r in reader if len(r) == len(self.fields)  # a torn last line goes
+                        and r[col].isdigit() and int(r[col]) <= resume_iteration]
+            tmp = path.with_name(f".{path.name}.tmp")
+            with tmp.open("w", newline="") as f:
+                csv.writer(f).writerows([self.fields, *rows])
+            os.replace(tmp, path)
 
     def write(self, row: dict[str, Any]) -> None:
         if self.fields is None:
@@ -447,7 +460,9 @@ class Trainer:
     """One training run (see the module docstring); :func:`train` is the entry point."""
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool,
-                 callback: Callable[[TrainEvent], None] | None) -> None:
+                 callback: Callable[[TrainEvent], None] | None,
+                 allow_changes: Collection[str] = ()) -> None:
+        config = replace(config, model=recorded_model_config(config.model))
         self.config = config
         self.out_dir = Path(out_dir)
         self.callback = callback or (lambda event: None)
@@ -460,6 +475,7 @@ class Trainer:
         if config.schedule.milestone_unit == "budget" and not config.run.max_minutes:
             raise ConfigError("schedule.milestone_unit 'budget' needs run.max_minutes")
         self._check_out_dir(resume)
+        state = self._read_state(allow_changes) if resume else None
 
         seed_everything(config.run.seed)
         model = build_model(config.model).to(self.device)
@@ -487,12 +503,14 @@ class Trainer:
                              f"{config.data.batch_size} per process; lower data.batch_size")
         self.total_iterations = config.schedule.epochs * self.iters_per_epoch
         self.progress = Progress()
-        if resume:
-            self._load_state()
+        if state is not None:
+            self._load_state(state)
         self.net: nn.Module = (DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.ctx.enabled else model)
-        self.metrics = MetricsLog(self.out_dir / METRICS_FILE) if self.ctx.is_main else None
+        self.metrics = (MetricsLog(self.out_dir / METRICS_FILE,
+                                   self.progress.iteration if resume else None)
+                        if self.ctx.is_main else None)
         # Read (and check) the validation set now, not after hours of training.
         self.eval_set = (evaluation_set(config.data.val)
                          if config.data.val is not None and self.ctx.is_main else None)
@@ -510,10 +528,27 @@ class Trainer:
             if not resume:
                 (self.out_dir / CONFIG_FILE).write_text(self.config.to_yaml())
 
-    def _load_state(self) -> None:
-        state = torch.load(self.out_dir / STATE_FILE, map_location=self.device, weights_only=False)
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{self.out_dir / STATE_FILE}: not an asfd training state")
+    def _read_state(self, allow_changes: Collection[str]) -> dict[str, Any]:
+        """``last.pt``, read without running code (tensors, plain data and NumPy's RNG state
+        only), once the run's settings are checked: only :data:`RESUME_FREE` and the
+        ``allow_changes`` (among :data:`RESUME_ALLOWABLE`) may differ from the stored ones.
+        ``config.yaml`` then records the settings the run continues with."""
+        path = self.out_dir / STATE_FILE
+        state = load_checkpoint(path, "training state", self.device, NUMPY_ARRAY_GLOBALS)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{path}: not an asfd training state")
+        refused = [key for key in allow_changes if not is_under(key, RESUME_ALLOWABLE)]
+        if refused:
+            raise ConfigError(f"--allow-change {', '.join(refused)}: a resumed run may change "
+                              f"only {', '.join(RESUME_ALLOWABLE)}")
+        refuse_changes(state["config"], self.config.to_dict(), str(path), RESUME_FREE,
+                       allow_changes, hint="; start a new run in another folder, or pass "
+                       f"--allow-change KEY for {', '.join(RESUME_ALLOWABLE)}")
+        if self.ctx.is_main:
+            (self.out_dir / CONFIG_FILE).write_text(self.config.to_yaml())
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -663,13 +698,15 @@ class Trainer:
 
 
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False,
-          callback: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+          callback: Callable[[TrainEvent], None] | None = None,
+          allow_changes: Collection[str] = ()) -> TrainResult:
     """Train ``config``'s detector into ``out_dir`` (or continue the run there with
-    ``resume=True``); ``callback`` receives a :class:`TrainEvent` at start, every
+    ``resume=True``, with the settings it started with but for :data:`RESUME_FREE` and the
+    ``allow_changes``); ``callback`` receives a :class:`TrainEvent` at start, every
     ``run.log_every`` iterations, after each evaluation and checkpoint, and at the end."""
     owns_group = not dist.is_initialized()
     try:
-        return Trainer(config, out_dir, resume, callback).run()
+        return Trainer(config, out_dir, resume, callback, allow_changes).run()
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()

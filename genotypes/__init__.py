@@ -3,7 +3,9 @@ from genotypes.schema import (
     CONCAT_MODES, FPN_PATHS, GENOTYPE_VERSION, LEVELS, SEARCH_MODES, CellGenotype, ConcatMode,
     Edge, FPNGenotype, FPNLevelGenotype, FPNPath, Genotype, GenotypeMeta, NodeGenotype, SearchMode,
 )
-from genotypes.validate import GenotypeError, cell_graph, validate_genotype
+from genotypes.validate import (
+    DEFAULT_LIMITS, GenotypeError, GenotypeLimits, cell_graph, validate_genotype,
+)
 from genotypes.io import (
     genotype_from_dict, genotype_from_yaml, genotype_to_dict, genotype_to_yaml, list_library,
     load_genotype, save_genotype,

@@ -5,6 +5,7 @@ A file, format version 1 (every key explicit; unknown keys are errors, so typos 
     version: 1
     meta: {search_space: autofem, op_set: S_CPM, mode: top1_tree, nodes: 6, ...}
     fpn:                       # or null
+      pathway: recursive       # or one_hop (search_spaces/fpn.py); absent: one_hop
       levels:
         P2: {same: conv_1x1, td: sep_conv_5x5, bu: null, fusion: {same: 0.42, td: 0.58}}
         ...                    # exactly P2..P7
@@ -40,11 +41,14 @@ from genotypes.schema import (
     FPN_PATHS, GENOTYPE_VERSION, CellGenotype, Edge, FPNGenotype, FPNLevelGenotype, Genotype,
     GenotypeMeta, NodeGenotype,
 )
-from genotypes.validate import GenotypeError, validate_genotype
+from genotypes.validate import DEFAULT_LIMITS, GenotypeError, GenotypeLimits, validate_genotype
 
 LIBRARY_PACKAGE = "genotypes"
 LIBRARY_DIR = "library"
 _HEADER = f"# ASFD genotype, format version {GENOTYPE_VERSION} (see genotypes/io.py)\n"
+#: A search run folder's log of architecture weights, one JSON line per epoch: written by
+#: ``nas_search.search``, read by ``visualize.history``, which must not import the engine.
+HISTORY_FILE = "history.jsonl"
 
 
 # ----------------------------------------------------------------------------- to dict / YAML
@@ -52,8 +56,9 @@ def genotype_to_dict(genotype: Genotype) -> dict[str, Any]:
     """Plain dicts/lists/scalars, in file order; the inverse of :func:`genotype_from_dict`."""
     fpn = None
     if genotype.fpn is not None:
-        fpn = {"levels": {name: {"same": lv.same, "td": lv.td, "bu": lv.bu,
-                                 "fusion": dict(lv.fusion)}
+        fpn = {"pathway": genotype.fpn.pathway,
+               "levels": {name: {"same": lv.same, "td": lv.td, "bu": lv.bu,
+                                  "fusion": dict(lv.fusion)}
                           for name, lv in genotype.fpn.levels.items()}}
     cells = {name: {"concat": cell.concat,
                     "leaves": list(cell.leaves),
@@ -95,8 +100,9 @@ def genotype_to_yaml(genotype: Genotype) -> str:
 
 
 def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
-    """Validate, then write ``genotype`` to ``path`` atomically (temp file + rename)."""
-    validate_genotype(genotype)
+    """Validate (without the size caps: a search's result is always kept), then write
+    ``genotype`` to ``path`` atomically (temp file + rename)."""
+    validate_genotype(genotype, limits=GenotypeLimits(max_nodes=None, max_edges=None))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = genotype_to_yaml(genotype)
@@ -114,11 +120,12 @@ def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
 
 # --------------------------------------------------------------------------- from dict / YAML
 def genotype_from_dict(data: Any, *, known_ops: Collection[str] | None = None,
-                       source: str | None = None) -> Genotype:
+                       source: str | None = None,
+                       limits: GenotypeLimits = DEFAULT_LIMITS) -> Genotype:
     """Parse and validate. Errors are :class:`GenotypeError` naming ``source`` and the field."""
     try:
         genotype, written_leaves = _parse_genotype(data)
-        validate_genotype(genotype, known_ops=known_ops)
+        validate_genotype(genotype, known_ops=known_ops, limits=limits)
         problems = [
             f"cells.{name}.leaves: written {written} but the nodes give {list(cell.leaves)}"
             for name, cell in genotype.cells.items()
@@ -132,12 +139,16 @@ def genotype_from_dict(data: Any, *, known_ops: Collection[str] | None = None,
 
 
 def genotype_from_yaml(text: str, *, known_ops: Collection[str] | None = None,
-                       source: str | None = None) -> Genotype:
+                       source: str | None = None,
+                       limits: GenotypeLimits = DEFAULT_LIMITS) -> Genotype:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise GenotypeError(f"invalid YAML: {exc}", source) from None
-    return genotype_from_dict(data, known_ops=known_ops, source=source)
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise GenotypeError(f"invalid YAML{where}: {problem}", source) from None
+    return genotype_from_dict(data, known_ops=known_ops, source=source, limits=limits)
 
 
 def _mapping(value: Any, path: str, keys: tuple[str, ...] | None = None,
@@ -206,8 +217,8 @@ def _parse_meta(value: Any) -> GenotypeMeta:
 def _parse_fpn(value: Any) -> FPNGenotype | None:
     if value is None:
         return None
-    levels = _mapping(_mapping(value, "fpn", keys=("levels",), required=("levels",))["levels"],
-                      "fpn.levels")
+    data = _mapping(value, "fpn", keys=("pathway", "levels"), required=("levels",))
+    levels = _mapping(data["levels"], "fpn.levels")
     parsed = {}
     for name, lv in levels.items():
         path = f"fpn.levels.{name}"
@@ -218,7 +229,9 @@ def _parse_fpn(value: Any) -> FPNGenotype | None:
             td=None if lv.get("td") is None else _str(lv["td"], f"{path}.td"),
             bu=None if lv.get("bu") is None else _str(lv["bu"], f"{path}.bu"),
             fusion={p: _number(w, f"{path}.fusion.{p}") for p, w in fusion.items()})
-    return FPNGenotype(levels=parsed)
+    # a file written before ``pathway`` existed holds a one-hop network
+    pathway = _str(data.get("pathway", "one_hop"), "fpn.pathway")
+    return FPNGenotype(levels=parsed, pathway=pathway)
 
 
 def _parse_cell(value: Any, path: str) -> tuple[CellGenotype, list[int] | None]:
@@ -268,19 +281,25 @@ def list_library() -> list[str]:
 
 
 def load_genotype(path_or_name: str | os.PathLike, *,
-                  known_ops: Collection[str] | None = None) -> Genotype:
+                  known_ops: Collection[str] | None = None,
+                  limits: GenotypeLimits = DEFAULT_LIMITS) -> Genotype:
     """Load and validate a genotype file, or a shipped one by name (see :func:`list_library`).
 
-    An existing file path wins over a library name. ``known_ops`` enables the op-name check.
+    An existing file path wins over a library name. ``known_ops`` enables the op-name check;
+    ``limits`` sets the size caps of a cell.
     """
     path = Path(path_or_name)
     if path.is_file():
-        return genotype_from_yaml(path.read_text(encoding="utf-8"), known_ops=known_ops,
-                                  source=str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise GenotypeError(f"not a text file (byte {exc.start} is no UTF-8)",
+                                str(path)) from None
+        return genotype_from_yaml(text, known_ops=known_ops, source=str(path), limits=limits)
     name = path.name[:-len(".yaml")] if path.name.endswith(".yaml") else path.name
     if path.parent == Path(".") and name in list_library():
         resource = _library() / f"{name}.yaml"
         return genotype_from_yaml(resource.read_text(encoding="utf-8"), known_ops=known_ops,
-                                  source=f"library:{name}")
+                                  source=f"library:{name}", limits=limits)
     raise FileNotFoundError(f"no genotype file {str(path_or_name)!r} and no shipped genotype of "
                             f"that name; shipped: {', '.join(list_library())}")

@@ -19,10 +19,15 @@ GENOTYPE_VERSION = 1
 ConcatMode = Literal["cat_all", "cat_leaf"]
 SearchMode = Literal["pcdarts", "top1_tree"]
 FPNPath = Literal["same", "td", "bu"]
+FPNPathway = Literal["recursive", "one_hop"]
 
 CONCAT_MODES: tuple[str, ...] = ("cat_all", "cat_leaf")
 SEARCH_MODES: tuple[str, ...] = ("pcdarts", "top1_tree")
 FPN_PATHS: tuple[str, ...] = ("same", "td", "bu")
+#: What the ``td`` / ``bu`` paths of AutoFEM-FPN read (Eq. 2, ``search_spaces.fpn``):
+#: ``recursive`` the previous level's path feature (Fig. 3(d), PANet/BiFPN), ``one_hop`` the
+#: neighbouring backbone map. Files written before the field existed hold ``one_hop`` networks.
+FPN_PATHWAYS: tuple[str, ...] = ("recursive", "one_hop")
 LEVELS: tuple[str, ...] = ("P2", "P3", "P4", "P5", "P6", "P7")
 
 
@@ -89,7 +94,11 @@ class FPNLevelGenotype:
 
 @dataclass(frozen=True)
 class FPNGenotype:
+    """The levels of an AutoFEM-FPN and the ``pathway`` its paths were searched with
+    (:data:`FPN_PATHWAYS`; absent from older files, which read as ``one_hop``)."""
+
     levels: dict[str, FPNLevelGenotype]
+    pathway: FPNPathway = "one_hop"
 
 
 @dataclass

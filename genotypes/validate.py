@@ -13,16 +13,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import networkx as nx
 
 from genotypes.schema import (
-    CONCAT_MODES, GENOTYPE_VERSION, LEVELS, SEARCH_MODES, CellGenotype, FPNGenotype, Genotype,
+    CONCAT_MODES, FPN_PATHWAYS, GENOTYPE_VERSION, LEVELS, SEARCH_MODES, CellGenotype, FPNGenotype,
+    Genotype,
 )
 
 #: Fusion weights are softmax(beta) values; a file may round them to two decimals, so the sum is
 #: checked to this absolute tolerance (0.33 + 0.33 + 0.33 passes).
 FUSION_SUM_TOL = 0.02
+
+#: ``meta.search_space`` of the AutoFEM genotypes: their cells are keyed by pyramid level.
+PYRAMID_SEARCH_SPACES: tuple[str, ...] = ("autofem", "autofem_fpn", "autofem_cpm")
+
+
+@dataclass(frozen=True)
+class GenotypeLimits:
+    """Caps on the size of one cell; ``None`` lifts a cap. Graphviz' layout time grows
+    steeply with the graph (a 100-node, 2-parent cell takes ~25 s, a 5000-node one never ends),
+    and searched cells have 4-8 nodes (the paper: 6)."""
+
+    max_nodes: int | None = 64
+    max_edges: int | None = 256
+
+
+#: The caps :func:`validate_genotype` applies unless told otherwise.
+DEFAULT_LIMITS = GenotypeLimits()
 
 
 class GenotypeError(ValueError):
@@ -53,11 +72,12 @@ def cell_graph(cell: CellGenotype) -> nx.DiGraph:
     return graph
 
 
-def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None = None) -> None:
+def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None = None,
+                      limits: GenotypeLimits = DEFAULT_LIMITS) -> None:
     """Raise :class:`GenotypeError` listing every problem of ``genotype``; return if it is valid.
 
     ``known_ops``: the operation names allowed on cell edges and FPN paths; ``None`` skips the
-    op-name check.
+    op-name check. ``limits``: the size caps of a cell (:class:`GenotypeLimits`).
     """
     problems: list[str] = []
     if genotype.version != GENOTYPE_VERSION:
@@ -71,10 +91,46 @@ def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None =
         problems.append("genotype: neither an fpn nor any cells")
     if genotype.fpn is not None:
         problems += _fpn_problems(genotype.fpn, known_ops)
+    problems += _pyramid_cell_problems(genotype)
     for name, cell in genotype.cells.items():
-        problems += _cell_problems(f"cells.{name}", cell, meta.mode, meta.nodes, known_ops)
+        too_big = _size_problems(f"cells.{name}", cell, limits)
+        problems += too_big or _cell_problems(f"cells.{name}", cell, meta.mode, meta.nodes,
+                                              known_ops)
     if problems:
         raise GenotypeError(problems)
+
+
+def _pyramid_cell_problems(genotype: Genotype) -> list[str]:
+    """An AutoFEM-CPM (an AutoFEM search space, or a cell named after a level) has one cell
+    per level, exactly ``P2..P7``, as the derived ASFD networks build them: D0-D2 use P4-P7,
+    D3-D6 all six. Other genotypes (e.g. the digits task's one ``cell``) name cells freely."""
+    cells = genotype.cells
+    if not cells or (genotype.meta.search_space not in PYRAMID_SEARCH_SPACES
+                     and not any(name in LEVELS for name in cells)):
+        return []
+    problems = []
+    missing = [lv for lv in LEVELS if lv not in cells]
+    extra = [name for name in cells if name not in LEVELS]
+    if missing:
+        problems.append(f"cells: missing level(s) {', '.join(missing)}; an AutoFEM-CPM has one "
+                        f"cell per level {', '.join(LEVELS)}")
+    if extra:
+        problems.append(f"cells: unexpected cell(s) {', '.join(map(str, extra))}; an "
+                        f"AutoFEM-CPM has one cell per level {', '.join(LEVELS)}")
+    return problems
+
+
+def _size_problems(path: str, cell: CellGenotype, limits: GenotypeLimits) -> list[str]:
+    """The caps of ``limits`` the cell exceeds (then its other checks are skipped)."""
+    edges = sum(len(node.edges) for node in cell.nodes)
+    problems = []
+    for what, count, cap, flag in (("nodes", cell.n_nodes, limits.max_nodes, "--max-nodes"),
+                                   ("edges", edges, limits.max_edges, "--max-edges")):
+        if cap is not None and count > cap:
+            problems.append(f"{path}.nodes: {count} {what}, above the cap of {cap} per cell "
+                            f"(GenotypeLimits.max_{what}; lift it with `asfd render` or "
+                            f"`asfd genotypes validate` {flag} 0)")
+    return problems
 
 
 def _op_problem(path: str, op: object, known_ops: Collection[str] | None) -> list[str]:
@@ -87,8 +143,11 @@ def _op_problem(path: str, op: object, known_ops: Collection[str] | None) -> lis
 
 def _fpn_problems(fpn: FPNGenotype, known_ops: Collection[str] | None) -> list[str]:
     """Eq. (2): levels exactly P2..P7; ``td`` everywhere but the top, ``bu`` everywhere but the
-    bottom; fusion weights softmax(beta) over exactly the paths present."""
+    bottom; fusion weights softmax(beta) over exactly the paths present; a known pathway."""
     problems: list[str] = []
+    if fpn.pathway not in FPN_PATHWAYS:
+        problems.append(f"fpn.pathway: unknown pathway {fpn.pathway!r}; "
+                        f"expected one of {', '.join(FPN_PATHWAYS)}")
     missing = [lv for lv in LEVELS if lv not in fpn.levels]
     extra = [lv for lv in fpn.levels if lv not in LEVELS]
     if missing:

@@ -36,9 +36,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from genotypes.io import save_genotype
+from genotypes.io import HISTORY_FILE, save_genotype
 from genotypes.schema import Genotype
 from nas_search.cell import SearchCell
+from nas_search.checkpoint import load_checkpoint
 from nas_search.gumbel import linear_temperature
 from nas_search.mixed_op import MixedOp
 from nas_search.supernet import Supernet
@@ -47,7 +48,6 @@ from nas_search.task import SearchTask
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-HISTORY_FILE = "history.jsonl"
 GENOTYPE_FILE = "genotype.yaml"
 
 #: Spawn key of the Gumbel generator's seed, an independent stream of ``SearchConfig.seed``.
@@ -87,8 +87,9 @@ class SearchConfig:
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs < self.epochs:
-            problems.append(f"warmup_epochs must lie in [0, epochs={self.epochs}), "
-                            f"got {self.warmup_epochs}")
+            problems.append(f"warmup_epochs must lie in [0, epochs={self.epochs}), got "
+                            f"{self.warmup_epochs}: set search.warmup_epochs with search.epochs "
+                            "(`asfd search --epochs N` sets it to 40% of N)")
         if self.lr_schedule not in ("cosine", "constant"):
             problems.append(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if min(self.tau_start, self.tau_end) <= 0:
@@ -97,6 +98,13 @@ class SearchConfig:
         for name in ("top_k", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("w_lr", "arch_lr"):
+            if not 0 < getattr(self, name) < math.inf:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("w_lr_min", "w_momentum", "w_weight_decay", "arch_weight_decay",
+                     "grad_clip"):
+            if not 0 <= getattr(self, name) < math.inf:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if problems:
             raise ValueError("SearchConfig: " + "; ".join(problems))
 
@@ -150,7 +158,8 @@ class SearchResult:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A NaN or infinite loss; the last checkpoint written is the last good state."""
+    """A NaN or infinite loss or epoch metric; the last checkpoint written is the last good
+    state."""
 
 
 @dataclass
@@ -203,22 +212,25 @@ def search(task: SearchTask, config: SearchConfig, run_dir: str | os.PathLike,
            resume: bool = False, progress: ProgressFn | None = None) -> SearchResult:
     """Search ``task``'s supernet; return and save (``run_dir/genotype.yaml``) its genotype.
 
-    ``resume=True`` continues from ``run_dir/checkpoint.pt`` (if present) along exactly the
-    trajectory an uninterrupted run takes; without it an existing checkpoint is an error, never
-    silently overwritten. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    ``resume=True`` continues from ``run_dir/checkpoint.pt`` (an error when absent) along
+    exactly the trajectory an uninterrupted run takes; without it an existing checkpoint is an
+    error, never silently overwritten. Raises :class:`NonFiniteLossError` on a NaN/inf loss or
+    epoch metric.
     """
     run_dir = Path(run_dir)
     checkpoint = run_dir / CHECKPOINT_FILE
     if checkpoint.exists() and not resume:
         raise FileExistsError(f"{checkpoint} exists: pass resume=True to continue that search, "
                               "or choose another run_dir")
+    if resume and not checkpoint.exists():
+        raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
     saved_flags = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(config.deterministic)
     try:
-        run = _start(task, config, checkpoint if resume and checkpoint.exists() else None)
+        run = _start(task, config, checkpoint if resume else None)
         _loop(task, config, run, run_dir, progress)
     finally:
         torch.use_deterministic_algorithms(saved_flags[0])
@@ -234,7 +246,7 @@ def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    model = task.build_supernet().to(config.device)
+    model = task.build_supernet().to(available_device(config.device))
     gumbel = torch.Generator().manual_seed(
         int(np.random.SeedSequence([config.seed, _GUMBEL_STREAM]).generate_state(1)[0]))
     model.set_gumbel_generator(gumbel)
@@ -249,9 +261,15 @@ def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _
         scheduler = torch.optim.lr_scheduler.ConstantLR(w_opt, factor=1.0, total_iters=0)
     run = _Run(model, w_opt, a_opt, scheduler, gumbel)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint, "search checkpoint")
         _check_same_config(state["config"], config, checkpoint)
-        run.load_state_dict(state)
+        try:
+            run.load_state_dict(state)
+        except RuntimeError as exc:  # a supernet of another shape (channels, nodes, backbone)
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise ValueError(f"{checkpoint}: does not fit the supernet of task {task.name!r} "
+                             f"(another width or model?): {lines[min(1, len(lines) - 1)]}") \
+                from None
         logger.info("resumed %s at epoch %d, step %d", checkpoint, run.epoch, run.step)
     if _world() > 1:
         for t in itertools.chain(model.parameters(), model.buffers()):
@@ -302,6 +320,11 @@ def _loop(task: SearchTask, config: SearchConfig, run: _Run, run_dir: Path,
             raise ValueError(f"task {task.name!r}: no training batch in epoch {epoch}")
         run.scheduler.step()
         metrics = {k: float(np.mean(v)) for k, v in losses.items() if v} | _evaluate(task, model)
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:
+            raise NonFiniteLossError(f"non-finite {bad} at the end of epoch {epoch} (step "
+                                     f"{run.step}) of task {task.name!r}; nothing of this epoch "
+                                     "was written, the last checkpoint is intact")
         run.epoch, run.metrics = epoch + 1, metrics
         if _rank() == 0:
             with history.open("a", encoding="utf-8") as f:
@@ -398,6 +421,21 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def available_device(name: str) -> torch.device:
+    """``torch.device(name)``; a ValueError when ``name`` is no device or names a CUDA device
+    this machine lacks."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: not a device name (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(f"device {name!r}: this machine has {found} CUDA device(s) usable by "
+                         f"torch {torch.__version__}; use 'cpu' (or 'auto' where accepted)")
+    return device
 
 
 def _world() -> int:

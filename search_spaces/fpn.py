@@ -2,37 +2,56 @@
 
 For level ``i`` with backbone map ``C_i``::
 
-    P_i = F_c( b^0_i  O^0_i(C_i)
-             + b^td_i F_up(O^td_i(P^td_{i+1})) x C_i        (absent at the top level)
-             + b^bu_i F_down(O^bu_i(P^bu_{i-1})) x C_i )     (absent at the bottom level)
+    P^td_i = F_up(O^td_i(P^td_{i+1})) x C_i        (top-down path; absent at the top level)
+    P^bu_i = F_down(O^bu_i(P^bu_{i-1})) x C_i      (bottom-up path; absent at the bottom level)
+    P_i    = F_c(b^0_i O^0_i(C_i) + b^td_i P^td_i + b^bu_i P^bu_i)
 
 with ``b = softmax(beta_i)`` over the paths present (PC-DARTS edge normalisation).
 
 Our definitions where the paper is loose:
 
-* ``P^td_{i+1} := C_{i+1}`` and ``P^bu_{i-1} := C_{i-1}``: each path reads the neighbouring
-  backbone map. The paper's text says the module "takes each feature and those of neighboring
-  resolutions as input"; with this reading the 16 mixed ops of the pyramid are independent,
-  so one pass computes them in parallel at the cost of a single layer, and deeper variants come
-  from stacking modules (compound scaling). It is used by the supernet and the fixed module alike.
+* What a path reads, the genotype's ``pathway`` (:data:`~genotypes.schema.FPN_PATHWAYS`):
+
+  - ``recursive`` (Fig. 3(d), as PANet and BiFPN): ``P^td_i`` and ``P^bu_i`` are the features
+    along the two paths. A top-down pass from the top level down computes ``P^td``, each level
+    reading the one above; a bottom-up pass from the bottom level up computes ``P^bu``. The
+    passes start from the backbone maps: ``P^td_top := C_top``, ``P^bu_bottom := C_bottom``.
+    A path's output thus sees every coarser (td) or finer (bu) level.
+  - ``one_hop``: ``P^td_{i+1} := C_{i+1}`` and ``P^bu_{i-1} := C_{i-1}``, the neighbouring
+    backbone maps ("takes each feature and those of neighboring resolutions as input"). The
+    mixed ops of the pyramid are then independent of each other. Genotype files written before
+    the field existed hold this reading.
+
+  The supernet and the fixed module share the passes (:func:`path_terms`); their parameters
+  and MACs do not depend on the pathway (README: search cost of both).
+* On a sub-pyramid (the ``levels`` of a half-depth AutoFEM, e.g. P4..P7) the bottom level has
+  no bottom-up input and drops its ``bu`` path; its fusion weights are renormalised over the
+  paths it keeps.
 * The gating ``x C_i`` multiplies the *resized* path output, as in the P_6 line of Eq. 2 (the P_2
   line, ``F_up(O(P^td_3 x C_2))``, multiplies before resizing, which cannot type-check: read as a
   typo).
 * ``F_up`` is bilinear resizing to ``C_i``'s exact size; ``F_down`` is 3x3/2 max pooling
   (``ceil(size / 2)``, see :func:`search_spaces.ops.downsample_to`).
 * ``F_c`` is one separable 3x3 unit (ReLU -> depthwise 3x3 -> pointwise -> BN), the same block
-  as ``sep_conv_3x3``, chosen for the small D0/D1 budgets of Table 5.
-* The derived module keeps the learned ``softmax(beta)`` values as fixed buffers: the genotype
-  records them, and the fixed network is exactly what the genotype describes.
+  as ``sep_conv_3x3``, chosen for the small D0/D1 budgets of Table 5; the fixed module can use
+  a dense 3x3 conv instead (``fuse="dense"``, :data:`FUSE_BLOCKS`), which ``detectors.asfd``
+  picks per variant against Table 5. The supernet's ``F_c`` is separable.
+* The derived module's ``beta`` are learnable parameters (the paper's "learnable scalars"),
+  initialised to ``log`` of the searched ``softmax(beta)`` the genotype records, so that the
+  untrained network computes what the genotype describes. State dicts saved when they were
+  fixed ``fusion`` buffers load (:meth:`_FixedLevel._load_from_state_dict`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from genotypes.schema import FPN_PATHS, LEVELS, FPNGenotype, FPNLevelGenotype, Genotype
+from genotypes.schema import (
+    FPN_PATHS, FPN_PATHWAYS, LEVELS, FPNGenotype, FPNLevelGenotype, FPNPathway, Genotype,
+)
 from nas_search.mixed_op import MixedOp
 from nas_search.registry import build_op, get_op_set
 from nas_search.supernet import ArchTable
@@ -47,15 +66,24 @@ def level_paths(levels: Sequence[str], i: int) -> tuple[str, ...]:
     return tuple(p for p in FPN_PATHS if present[p])
 
 
-def path_inputs(feats: Sequence[Tensor], i: int) -> dict[str, Tensor]:
-    """The map each path of level ``i`` reads: ``C_i``, ``P^td_{i+1} = C_{i+1}``,
-    ``P^bu_{i-1} = C_{i-1}`` (the ones that exist)."""
-    inputs = {"same": feats[i]}
-    if i < len(feats) - 1:
-        inputs["td"] = feats[i + 1]
-    if i > 0:
-        inputs["bu"] = feats[i - 1]
-    return inputs
+FuseKind = Literal["separable", "dense"]
+
+
+def dense_fuse(channels: int) -> nn.Sequential:
+    """``F_c`` as a dense 3x3 conv, in the ReLU -> conv -> BN order of the candidate ops."""
+    return nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(channels))
+
+
+#: The ``F_c`` blocks by name (module docstring).
+FUSE_BLOCKS: dict[str, Callable[[int], nn.Module]] = {"separable": SepConv, "dense": dense_fuse}
+
+
+def check_pathway(pathway: str) -> FPNPathway:
+    """``pathway`` if it is one of :data:`FPN_PATHWAYS`, else a ValueError naming them."""
+    if pathway not in FPN_PATHWAYS:
+        raise ValueError(f"unknown FPN pathway {pathway!r}; expected one of {FPN_PATHWAYS}")
+    return pathway
 
 
 def gate(path: str, y: Tensor, c: Tensor) -> Tensor:
@@ -69,10 +97,13 @@ def gate(path: str, y: Tensor, c: Tensor) -> Tensor:
 class _FusionLevel(nn.Module):
     """One level of Eq. 2; subclasses run a path's op and give the fusion weights."""
 
-    def __init__(self, channels: int, paths: tuple[str, ...]) -> None:
+    def __init__(self, channels: int, paths: tuple[str, ...],
+                 fuse: FuseKind = "separable") -> None:
         super().__init__()
+        if fuse not in FUSE_BLOCKS:
+            raise ValueError(f"unknown F_c kind {fuse!r}; expected one of {sorted(FUSE_BLOCKS)}")
         self.paths = paths
-        self.fuse = SepConv(channels)  # F_c
+        self.fuse = FUSE_BLOCKS[fuse](channels)  # F_c
 
     def run_path(self, j: int, path: str, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -80,11 +111,33 @@ class _FusionLevel(nn.Module):
     def fusion_weights(self) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        c, b = inputs["same"], self.fusion_weights()
-        total = sum(b[j] * gate(p, self.run_path(j, p, inputs[p]), c)
-                    for j, p in enumerate(self.paths))
-        return self.fuse(total)
+    def term(self, path: str, x: Tensor, c: Tensor) -> Tensor:
+        """The ``path`` term of this level before its beta, on input ``x`` (:func:`gate`)."""
+        return gate(path, self.run_path(self.paths.index(path), path, x), c)
+
+    def forward(self, terms: dict[str, Tensor]) -> Tensor:
+        """``F_c`` of the beta-weighted sum of this level's terms ``{path: term}``."""
+        b = self.fusion_weights()
+        return self.fuse(sum(b[j] * terms[p] for j, p in enumerate(self.paths)))
+
+
+def path_terms(blocks: Sequence[_FusionLevel], feats: Sequence[Tensor],
+               pathway: FPNPathway) -> list[dict[str, Tensor]]:
+    """Every level's Eq. 2 terms ``{path: term}``, finest level first. The top-down pass runs
+    from the top level down and the bottom-up pass from the bottom level up; on each, a level's
+    path reads the previous level's term (``recursive``; the passes start from the top and the
+    bottom backbone maps) or the neighbouring backbone map (``one_hop``)."""
+    recursive = check_pathway(pathway) == "recursive"
+    terms = [{"same": block.term("same", c, c)} for block, c in zip(blocks, feats)]
+    td = feats[-1]
+    for i in reversed(range(len(feats) - 1)):
+        td = blocks[i].term("td", td if recursive else feats[i + 1], feats[i])
+        terms[i]["td"] = td
+    bu = feats[0]
+    for i in range(1, len(feats)):
+        bu = blocks[i].term("bu", bu if recursive else feats[i - 1], feats[i])
+        terms[i]["bu"] = bu
+    return terms
 
 
 class _SearchLevel(_FusionLevel):
@@ -122,40 +175,67 @@ class _SearchLevel(_FusionLevel):
                                 fusion=fusion)
 
 
-class _FixedLevel(_FusionLevel):
-    """Derived level: the chosen op per path and the fusion weights as a buffer."""
+#: The smallest fusion weight whose log initialises a learnable beta (a weight of 0 would give
+#: ``-inf``, which no gradient step could move).
+MIN_FUSION_WEIGHT = 1e-6
 
-    def __init__(self, channels: int, paths: tuple[str, ...], genotype: FPNLevelGenotype) -> None:
-        super().__init__(channels, paths)
+
+def fusion_logits(weights: Sequence[float]) -> Tensor:
+    """``beta`` with ``softmax(beta) = weights / sum(weights)`` (weights floored at
+    :data:`MIN_FUSION_WEIGHT`)."""
+    return torch.tensor(weights, dtype=torch.float32).clamp_min(MIN_FUSION_WEIGHT).log()
+
+
+class _FixedLevel(_FusionLevel):
+    """Derived level: the chosen op per path and learnable ``beta``, ``softmax(beta)`` starting
+    at the genotype's fusion weights (renormalised over ``paths``)."""
+
+    def __init__(self, channels: int, paths: tuple[str, ...], genotype: FPNLevelGenotype,
+                 fuse: FuseKind = "separable") -> None:
+        super().__init__(channels, paths, fuse)
         ops = genotype.paths()
         self.ops = nn.ModuleDict({p: build_op(ops[p], channels) for p in paths})
-        self.register_buffer("fusion", torch.tensor([genotype.fusion[p] for p in paths]))
+        self.beta = nn.Parameter(fusion_logits([genotype.fusion[p] for p in paths]))
 
     def run_path(self, j: int, path: str, x: Tensor) -> Tensor:
         return self.ops[path](x)
 
     def fusion_weights(self) -> Tensor:
-        return self.fusion
+        return torch.softmax(self.beta, dim=0)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Read a state dict saved when the weights were a fixed ``fusion`` buffer (softmax
+        values) as ``beta = log(fusion)``."""
+        old = state_dict.pop(prefix + "fusion", None)
+        if old is not None and prefix + "beta" not in state_dict:
+            state_dict[prefix + "beta"] = fusion_logits(old.tolist())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class _FPN(FeatureModule):
-    """Applies one ``_FusionLevel`` per level to its path inputs."""
+    """Runs the two passes of :func:`path_terms` and fuses every level's terms."""
 
     blocks: nn.ModuleDict
+    pathway: FPNPathway
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
         self.check_pyramid(feats)
-        return [self.blocks[lv](path_inputs(feats, i)) for i, lv in enumerate(self.levels)]
+        blocks = [self.blocks[lv] for lv in self.levels]
+        return [block(t) for block, t in zip(blocks, path_terms(blocks, feats, self.pathway))]
+
+    def extra_repr(self) -> str:
+        return f"pathway={self.pathway}"
 
 
 class AutoFEMFPNSearch(_FPN):
     """The AutoFEM-FPN supernet: every O of Eq. 2 a PC-DARTS MixedOp over ``op_set`` (``1/k`` of
-    the channels), ``arch_alpha`` per path per level, ``arch_beta`` per level."""
+    the channels), ``arch_alpha`` per path per level, ``arch_beta`` per level; the paths read
+    what ``pathway`` says (module docstring)."""
 
     def __init__(self, channels: int, k: int = 4, op_set: str = "S_FPN",
-                 levels: Sequence[str] = LEVELS) -> None:
+                 levels: Sequence[str] = LEVELS, pathway: FPNPathway = "recursive") -> None:
         super().__init__(channels, levels)
-        self.op_set, self.k = op_set, k
+        self.op_set, self.k, self.pathway = op_set, k, check_pathway(pathway)
         op_names = get_op_set(op_set)
         self.blocks = nn.ModuleDict({
             lv: _SearchLevel(channels, level_paths(self.levels, i), op_names, k)
@@ -164,21 +244,25 @@ class AutoFEMFPNSearch(_FPN):
 
     @torch.no_grad()
     def derive(self) -> FPNGenotype:
-        """Each path keeps its strongest op (argmax alpha); fusion keeps softmax(beta)."""
-        return FPNGenotype(levels={lv: block.derive() for lv, block in self.blocks.items()})
+        """Each path keeps its strongest op (argmax alpha); fusion keeps softmax(beta); the
+        genotype records the pathway."""
+        return FPNGenotype(levels={lv: block.derive() for lv, block in self.blocks.items()},
+                           pathway=self.pathway)
 
 
 class AutoFEMFPN(_FPN):
-    """The derived AutoFEM-FPN: only the genotype's ops, fixed fusion weights."""
+    """The derived AutoFEM-FPN: only the genotype's ops and pathway, learnable fusion weights,
+    ``F_c`` of kind ``fuse``."""
 
     def __init__(self, channels: int, genotype: FPNGenotype,
-                 levels: Sequence[str] = LEVELS) -> None:
+                 levels: Sequence[str] = LEVELS, fuse: FuseKind = "separable") -> None:
         super().__init__(channels, levels)
-        self.genotype = genotype
+        self.genotype, self.pathway = genotype, check_pathway(genotype.pathway)
+        self.fuse_kind = fuse
         blocks = {}
         for i, lv in enumerate(self.levels):
             paths = level_paths(self.levels, i)
-            blocks[lv] = _FixedLevel(channels, paths, _check_level(genotype, lv, paths))
+            blocks[lv] = _FixedLevel(channels, paths, _check_level(genotype, lv, paths), fuse)
         self.blocks = nn.ModuleDict(blocks)
 
     @torch.no_grad()
@@ -188,13 +272,19 @@ class AutoFEMFPN(_FPN):
         if search.k != 1:
             raise ValueError(f"load_from_search needs a k=1 supernet (its ops are channels/k "
                              f"wide), got k={search.k}")
-        if search.levels != self.levels or search.channels != self.channels:
-            raise ValueError(f"supernet levels/channels {search.levels}/{search.channels} differ "
-                             f"from {self.levels}/{self.channels}")
+        if self.fuse_kind != "separable":
+            raise ValueError(f"load_from_search: this module's F_c is {self.fuse_kind!r}, the "
+                             f"supernet's is separable")
+        if (search.levels, search.channels, search.pathway) != (
+                self.levels, self.channels, self.pathway):
+            raise ValueError(f"supernet levels/channels/pathway {search.levels}/{search.channels}/"
+                             f"{search.pathway} differ from {self.levels}/{self.channels}/"
+                             f"{self.pathway}")
         for lv, block in self.blocks.items():
             source = search.blocks[lv]
             block.fuse.load_state_dict(source.fuse.state_dict())
-            for path, op_name in self.genotype.levels[lv].paths().items():
+            for path in block.paths:
+                op_name = self.genotype.levels[lv].paths()[path]
                 if op_name not in source.op_names:
                     raise ValueError(f"{lv}.{path}: op {op_name!r} is not a candidate of the "
                                      f"supernet {list(source.op_names)}")
@@ -203,19 +293,21 @@ class AutoFEMFPN(_FPN):
 
 
 def _check_level(genotype: FPNGenotype, level: str, paths: tuple[str, ...]) -> FPNLevelGenotype:
-    """The genotype of ``level``, checked to have exactly ``paths`` and their fusion weights."""
+    """The genotype of ``level``, checked to have ``paths`` and their fusion weights (it may
+    have more: the bottom level of a sub-pyramid drops its ``bu``, see the module docstring)."""
     if level not in genotype.levels:
         raise ValueError(f"FPN genotype has no level {level!r} (has {sorted(genotype.levels)})")
     g = genotype.levels[level]
-    if tuple(g.paths()) != paths or set(g.fusion) != set(paths):
+    if not set(paths) <= set(g.paths()) & set(g.fusion):
         raise ValueError(f"FPN genotype level {level}: paths {tuple(g.paths())} with fusion "
-                         f"{sorted(g.fusion)}; this level needs exactly {paths}")
+                         f"{sorted(g.fusion)}; this level needs {paths}")
     return g
 
 
 @register_feature_module("autofem_fpn")
-def autofem_fpn(channels: int, genotype: Genotype, levels: Sequence[str] = LEVELS) -> AutoFEMFPN:
+def autofem_fpn(channels: int, genotype: Genotype, levels: Sequence[str] = LEVELS,
+                fuse: FuseKind = "separable") -> AutoFEMFPN:
     """The derived AutoFEM-FPN of a whole ``Genotype`` (its ``fpn`` part)."""
     if genotype.fpn is None:
         raise ValueError("autofem_fpn needs a genotype with an 'fpn' part; this one has none")
-    return AutoFEMFPN(channels, genotype.fpn, levels)
+    return AutoFEMFPN(channels, genotype.fpn, levels, fuse)

@@ -20,8 +20,9 @@ repetition. Our choices, one rule for every op:
 * Padding ``dilation * (k - 1) // 2`` per axis keeps the spatial size at stride 1 for any input
   size; at stride 2 (on the first conv) the output is ``ceil(size / 2)``.
 
-Op names and set orders are the paper's (Sec. 3.2): ``S_FPN`` = the first six, ``S_CPM`` the
-twelve in the order the paper lists them.
+Op names and set orders are the paper's (Sec. 3.2), declared as data in
+:mod:`genotypes.op_sets`: ``S_FPN`` = the first six, ``S_CPM`` the twelve in the order the paper
+lists them.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genotypes.op_sets import PAPER_OP_SETS
 from nas_search.registry import register_op, register_op_set
 
 Kernel = tuple[int, int]
@@ -149,13 +151,5 @@ def _register_candidate_ops() -> None:
 
 _register_candidate_ops()
 
-S_FPN = register_op_set("S_FPN", (
-    "conv_1x1", "sep_conv_3x3", "sep_conv_5x5",
-    "dil_conv_3x3_r2", "dil_conv_3x3_r3", "dil_conv_5x5_r2",
-))
-S_CPM = register_op_set("S_CPM", (
-    "conv_1x1", "sep_conv_3x3", "sep_conv_5x5",
-    "conv_1x3", "conv_3x1", "conv_1x3_3x1",
-    "conv_1x5", "conv_5x1", "conv_1x5_5x1",
-    "dil_conv_3x3_r2", "dil_conv_3x3_r3", "dil_conv_5x5_r2",
-))
+S_FPN = register_op_set("S_FPN", PAPER_OP_SETS["S_FPN"])
+S_CPM = register_op_set("S_CPM", PAPER_OP_SETS["S_CPM"])

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from asfd_cli.main import main
+from asfd_cli.main import build_parser, main
+from asfd_cli.search_cmds import SEARCH_FLAGS, flag_overrides, warmup_overrides
 from detectors.asfd import load_model
 from detectors.pipeline import derive_detector, feature_modules_for
+from detectors.search_task import load_search_file
 from genotypes.io import load_genotype
 from genotypes.schema import LEVELS
 from nas_search.registry import list_ops
@@ -51,6 +53,40 @@ def test_search_refuses_to_overwrite_a_run_without_resume(search_run, capsys):
     assert "resume" in capsys.readouterr().err
 
 
+def test_resume_of_a_finished_search_says_so_and_keeps_its_settings(search_run, tmp_path,
+                                                                   capsys):
+    args = ["search", "cpm", "--out", str(search_run), "--resume", "--epochs", "2", "--nodes", "3",
+            "--mode", "top1_tree", "--concat", "cat_leaf", *TINY]
+    genotype = (search_run / "genotype.yaml").read_text()
+    assert main(args) == 0
+    assert "is complete: nothing to resume" in " ".join(capsys.readouterr().out.split())
+    assert main([*args, "--max-images", "40"]) == 2
+    assert "cannot resume with changed settings (task.max_images: None -> 40)" in \
+        " ".join(capsys.readouterr().err.split())
+    assert main([*args, "--data", str(tmp_path)]) == 2
+    assert f"data.dir: '{search_run / 'data'}' -> '{tmp_path}'" in \
+        " ".join(capsys.readouterr().err.split())
+    assert (search_run / "genotype.yaml").read_text() == genotype
+    args[3] = str(tmp_path / "empty")
+    assert main(args) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, warmup", [
+    (["--set", "search.epochs=1"], ["search.warmup_epochs=0"]),
+    (["--epochs", "10"], ["search.warmup_epochs=4"]),
+    (["--epochs", "10", "--set", "search.epochs=5"], ["search.warmup_epochs=2"]),
+    (["--set", "search.epochs=5", "--warmup", "1"], []),
+    (["--set", "search.epochs=5", "--set", "search.warmup_epochs=1"], []),
+    ([], []),
+])
+def test_epochs_set_either_way_bring_the_same_warmup(argv, warmup):
+    args = build_parser().parse_args(["search", "cpm", "--out", "x", *argv])
+    assert warmup_overrides(args) == warmup
+    spec = load_search_file(None, [*flag_overrides(args, SEARCH_FLAGS), *args.overrides, *warmup])
+    assert spec.search.warmup_epochs < spec.search.epochs
+
+
 def test_derive_saves_a_loadable_untrained_d0(search_run, tmp_path, capsys):
     out = tmp_path / "d0.pt"
     assert main(["derive", str(search_run), "--variant", "D0", "-o", str(out)]) == 0
@@ -76,14 +112,15 @@ def test_a_searched_part_alone_gives_the_variant_its_modules():
     paper = load_genotype("asfd_paper_like")
     fpn_only = dataclasses.replace(paper, cells={})
     cpm_only = dataclasses.replace(paper, fpn=None)
-    assert feature_modules_for("D0", paper) == ("autofem_cpm",)
+    assert feature_modules_for("D0", paper) == ("autofem_fpn", "autofem_cpm")
     assert feature_modules_for("D0", fpn_only) == ("autofem_fpn",)  # D0's CPM half is missing
+    assert feature_modules_for("D0", cpm_only) == ("autofem_cpm",)
     assert feature_modules_for("D3", paper) == ("autofem_fpn", "autofem_cpm")
     assert feature_modules_for("D5", cpm_only) == ("autofem_cpm", "autofem_cpm")
     substituted = derive_detector(fpn_only, "D0").config
     assert substituted.feature_modules == ("autofem_fpn",)
-    assert substituted.enhanced_levels == LEVELS   # the FPN's top-down path needs every level
-    assert derive_detector(paper, "D0").config.enhanced_levels == LEVELS[1:]
+    assert substituted.enhanced_levels == LEVELS[2:]   # the variant's own levels
+    assert derive_detector(paper, "D0").config.enhanced_levels == LEVELS[2:]
 
 
 def test_demo_runs_the_whole_method_and_says_where_everything_is(tmp_path, capsys):
@@ -98,3 +135,21 @@ def test_demo_runs_the_whole_method_and_says_where_everything_is(tmp_path, capsy
     eval_rows = [r for r in (tmp_path / "train" / "metrics.csv").read_text().splitlines()
                  if r.startswith("eval,")]
     assert eval_rows and all(0 <= float(v) <= 1 for v in eval_rows[-1].split(",")[-3:])
+
+
+def test_derive_train_shows_a_finished_bar(tmp_path, capsys):
+    """``derive --train`` draws the training bar (0-based epochs, time left) and finishes it;
+    the shipped pcdarts_example derives."""
+    from detectors.data.synthetic import make_synthetic
+
+    make_synthetic(tmp_path / "data", 4, seed=1, size=(96, 80))
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data: {{train: [{{dir: {tmp_path / 'data'}}}], size: 64, batch_size: 2, "
+                      "workers: 0}\neval: {every: 0}\nschedule: {epochs: 1, warmup_iters: 1}\n")
+    assert main(["derive", "pcdarts_example", "-o", str(tmp_path / "d0.pt"), "--train",
+                 str(config), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    bar = next(line for line in out.splitlines() if line.startswith("epoch 0 it 2"))
+    assert "100%" in bar and " left " in bar
+    assert (tmp_path / "d0" / "model.pt").is_file()
+    assert load_model(tmp_path / "d0" / "model.pt").genotype.meta.mode == "pcdarts"

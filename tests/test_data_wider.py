@@ -10,7 +10,7 @@ from PIL import Image
 
 from asfd_cli.main import main as asfd_main
 from detectors.data.fddb import load_fddb, parse_fddb_ellipses
-from detectors.data.image import ImageReadError, load_image
+from detectors.data.image import ImageReadError, load_image, to_rgb8
 from detectors.data.synthetic import make_synthetic
 from detectors.data.wider import (
     AnnotationError, WiderDataset, check_images, parse_wider_annotations,
@@ -62,6 +62,14 @@ def test_shared_extra_and_dlib_sets_parse():
     (f"a/1.jpg\n2\n{FACE}\n", 4, "unexpected end of file"),
     ("a/1.jpg\ntwo\n", 2, "face count of a/1.jpg must be a non-negative integer"),
     ("a/1.jpg\n0\n1 0 0 0 0 0 0 0 0 0\n", 3, "expected the dummy line"),
+    (f"a/1.jpg\n2\n{FACE}\nnan 20 30 40 0 0 0 0 0 0\n", 4, "x = nan is not a finite coordinate"),
+    ("a/1.jpg\n1\n10 20 inf 40 0 0 0 0 0 0\n", 3, "w = inf is not a finite coordinate"),
+    ("a/1.jpg\n1\n10 20 1e30 40 0 0 0 0 0 0\n", 3, "w = 1e+30 is not a finite coordinate"),
+    ("a/1.jpg\n1\n10 20 30 -inf 0 0 0 0 0 0\n", 3, "h = -inf is not a finite coordinate"),
+    ("a/1.jpg\n1\n10 20 30 40 0 0 0 300 0 0\n", 3, "invalid = 300 is not one of the codes 0..1"),
+    ("a/1.jpg\n1\n10 20 30 40 3 0 0 0 0 0\n", 3, "blur = 3 is not one of the codes 0..2"),
+    ("a/1.jpg\n1\n10 20 30 40 0 0 0 0 0.5 0\n", 3, "occlusion = 0.5 is not one of the codes"),
+    ("a/1.jpg\n1\n10 20 30 40 0 0 0 0 0 nan\n", 3, "pose = nan is not one of the codes"),
 ])
 def test_malformed_annotations_name_file_and_line(tmp_path, body, line, message):
     path = write(tmp_path, body)
@@ -75,6 +83,13 @@ def test_on_error_warn_skips_only_the_bad_record(tmp_path):
     with pytest.warns(UserWarning, match=re.escape(f"{path}:7: expected 10 fields")):
         samples = parse_wider_annotations(path, tmp_path, on_error="warn")
     assert [s.rel_path for s in samples] == ["a/1.jpg", "a/3.jpg"]
+
+
+def test_on_error_warn_skips_a_non_finite_box_record(tmp_path):
+    path = write(tmp_path, f"a/1.jpg\n1\n10 20 nan 40 0 0 0 0 0 0\na/2.jpg\n1\n{FACE}\n")
+    with pytest.warns(UserWarning, match=re.escape(f"{path}:3: w = nan")):
+        samples = parse_wider_annotations(path, tmp_path, on_error="warn")
+    assert [s.rel_path for s in samples] == ["a/2.jpg"]
 
 
 def test_zero_face_images_with_dummy_line(tmp_path):
@@ -105,6 +120,22 @@ def test_corrupt_and_missing_images_are_named(tmp_path):
     messages = " ".join(str(w.message) for w in record)
     assert str(bad) in messages and "3.jpg" in messages
     assert check_images(list(ds)) == list(ds)
+
+
+def test_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 8).round().astype(np.uint16).reshape(8, 64)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode.startswith("I;16")  # really a 16-bit file
+    rgb = load_image(tmp_path / "deep.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (8, 64, 3)
+    expected = np.round(ramp / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+    assert (rgb == 255).mean() < 0.01  # PIL's convert("RGB") clips ~all of it to 255
+    assert to_rgb8(Image.fromarray(ramp)).tolist() == rgb.tolist()  # PIL input: same rule
+    with pytest.raises(ImageReadError, match="mode F"):
+        to_rgb8(Image.fromarray(np.zeros((2, 2), np.float32)), "f.tif")
 
 
 def test_official_layout_needs_a_split(tmp_path):

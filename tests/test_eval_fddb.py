@@ -11,7 +11,7 @@ from asfd_cli.main import main as asfd_main
 from detectors.data.fddb import FDDBAnnotation
 from detectors.data.wider import AnnotationError
 from detectors.evaluation.fddb_eval import (
-    ellipse_box_iou, evaluate_fddb, match, read_fddb_detections,
+    ellipse_box_iou, evaluate_fddb, match, read_fddb_detections, write_fddb_detections,
 )
 
 # Vertical ellipse (major axis along y): semi-axes 40 (y) and 30 (x), centre (50, 50).
@@ -87,3 +87,29 @@ def test_detection_file_format_and_cli(tmp_path):
     path.write_text("2002/big/img_1\n2\n20 10 60 80 0.9\n")
     with pytest.raises(AnnotationError, match=re.escape(f"{path}:4: unexpected end of file")):
         read_fddb_detections(path)
+    path.write_text("2002/big/img_1\n2\n20 10 60 80 0.9\n20 10 nan 80 0.3\n")
+    with pytest.raises(AnnotationError, match=re.escape(f"{path}:4: non-finite value")):
+        read_fddb_detections(path)
+
+
+def test_written_detection_file_reads_back_sorted_by_score(tmp_path):
+    boxes = np.array([[1.0, 2.0, 11.0, 22.0], [5.0, 5.0, 8.0, 9.0]])
+    path = write_fddb_detections(tmp_path / "d.txt", {
+        "2002/08/11/big/img_591": (boxes, np.array([0.2, 0.9])), "2003/img_2": (boxes[:0], [])})
+    assert path.read_text().splitlines()[:3] == [
+        "2002/08/11/big/img_591", "2", "5.000 5.000 3.000 4.000 0.900000"]
+    dets = read_fddb_detections(path)
+    np.testing.assert_allclose(dets["2002/08/11/big/img_591"][0], boxes[::-1])
+    np.testing.assert_allclose(dets["2002/08/11/big/img_591"][1], [0.9, 0.2])
+    assert len(dets["2003/img_2"][1]) == 0
+
+
+@pytest.mark.parametrize("max_fp, right", [(50, 1100), (1500, 1500), (40000, 2000)])
+def test_roc_x_range_keeps_the_1000_fp_point(tmp_path, monkeypatch, max_fp, right):
+    import visualize.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: figures.append(fig) or out)
+    fp = np.linspace(0, max_fp, 20)
+    plots.plot_roc({"discrete": (fp, np.linspace(0, 0.9, 20))}, tmp_path / "roc.png")
+    assert figures[0].axes[0].get_xlim() == pytest.approx((0, right))

@@ -211,9 +211,51 @@ def test_prediction_files_round_trip_sorted_by_score(tmp_path):
     ("x\n1\n1 2 3 0.5\n", 3, "expected 5 fields"),
     ("x\n2\n1 2 3 4 0.5\n1 2 3 4 high\n", 4, "non-numeric field"),
     ("x\nmany\n", 2, "box count must be a non-negative integer"),
+    ("x\n2\n1 2 3 4 0.5\n1 2 3 4 nan\n", 4, "non-finite value in '1 2 3 4 nan'"),
+    ("x\n2\n1 2 3 4 inf\n1 2 3 4 0.5\n", 3, "non-finite value in '1 2 3 4 inf'"),
+    ("x\n1\n1 -inf 3 4 0.5\n", 3, "non-finite value"),
 ])
 def test_bad_prediction_files_name_file_and_line(tmp_path, text, line, message):
     path = tmp_path / "p.txt"
     path.write_text(text)
     with pytest.raises(AnnotationError, match=re.escape(f"{path}:{line}: {message}")):
         read_prediction_file(path)
+
+
+def test_non_finite_in_memory_predictions_are_rejected():
+    gt = ground_truth({"a/1": ([G1], [True])})
+    with pytest.raises(ValueError, match="predictions for a/1: non-finite"):
+        evaluate_wider({"a/1": preds((G1, float("nan")))}, gt)
+
+
+def test_a_folder_with_no_matching_file_names_the_expected_layout(tmp_path):
+    gt = ground_truth({"0--Parade/x_1": ([G1], [True])})
+    write_wider_predictions(tmp_path, {"x_1": preds((G1, 0.9))})  # flat, as detect wrote it
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f"expected one <event>/<name>.txt per image, e.g. {tmp_path}/0--Parade/x_1.txt; "
+            f"found {tmp_path}/x_1.txt instead")):
+        evaluate_wider(tmp_path, gt)
+
+
+@needs_gt
+def test_eval_preds_scores_the_listed_images_only(tmp_path, capsys):
+    gt = load_wider_ground_truth(GT_DIR)
+    listed = [k for i, k in enumerate(gt.keys) if gt.countable["easy"][i].any()][:3]
+    detections = {k: (gt.boxes[gt.keys.index(k)], np.linspace(1, 0.5, len(gt.boxes[i])))
+                  for i, k in enumerate(gt.keys) if k in listed}
+    write_wider_predictions(tmp_path / "preds", detections)
+    (tmp_path / "list.txt").write_text("".join(f"{k}.jpg\n" for k in listed))
+    argv = ["eval-preds", str(tmp_path / "preds"), str(GT_DIR)]
+    assert asfd_main([*argv, "--images", str(tmp_path / "list.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "3 images" in out and out.count("1.0000") == 3
+    with pytest.warns(UserWarning, match="no predictions for 133 of 136 images"):
+        assert asfd_main(argv) == 0  # the whole set: the other images' faces are missed
+    assert "1.0000" not in capsys.readouterr().out
+    (tmp_path / "list.txt").write_text("0--Parade/not_there.jpg\n")
+    assert asfd_main([*argv, "--images", str(tmp_path / "list.txt")]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "list.txt: 1 image(s) have no official ground truth" in err
+    (tmp_path / "preds" / listed[0]).with_suffix(".txt").write_text("x\n1\n1 2 3 4 nan\n")
+    assert asfd_main(argv) == 2
+    assert ".txt:3: non-finite value" in " ".join(capsys.readouterr().err.split())

@@ -7,9 +7,10 @@ import networkx as nx
 import pytest
 
 from asfd_cli.main import main
+from genotypes.op_sets import PAPER_OP_SETS, paper_ops
 from genotypes import (
     LEVELS, CellGenotype, Edge, FPNGenotype, FPNLevelGenotype, Genotype, GenotypeError,
-    GenotypeMeta, NodeGenotype, cell_graph, genotype_from_dict, genotype_to_dict,
+    GenotypeLimits, GenotypeMeta, NodeGenotype, cell_graph, genotype_from_dict, genotype_to_dict,
     genotype_to_yaml, list_library, load_genotype, save_genotype, validate_genotype,
 )
 
@@ -42,6 +43,8 @@ def genotype() -> Genotype:
                         (0, "conv_1x1")),
              "P4": tree((0, "conv_3x1"), (0, "conv_1x5_5x1"), (2, "sep_conv_5x5"),
                         (3, "conv_5x1"))}
+    chain = tree((0, "conv_1x1"), (1, "sep_conv_3x3"), (2, "conv_1x3"), (0, "conv_3x1"))
+    cells |= {lv: chain for lv in LEVELS if lv not in cells}  # an AutoFEM-CPM has P2..P7
     meta = GenotypeMeta(search_space="autofem", op_set="S_CPM", mode="top1_tree", nodes=4,
                         partial_channels_k=4, seed=0, dataset="toy", epochs=3,
                         metrics={"easy": 0.5, "hard": 0.25}, created="2024-05-01T12:00:00+00:00",
@@ -301,9 +304,68 @@ def test_paper_like_genotype_follows_the_paper_text():
 
 def test_pcdarts_example_is_a_dag_with_two_parents():
     g = load_genotype("pcdarts_example", known_ops=S_CPM)
-    cell = g.cells["cpm"]
-    assert [len(n.edges) for n in cell.nodes] == [1, 2, 2, 2]
-    assert cell.concat == "cat_all" and g.fpn is None
+    assert list(g.cells) == list(LEVELS) and g.fpn is None
+    for cell in g.cells.values():
+        assert [len(n.edges) for n in cell.nodes] == [1, 2, 2, 2]
+        assert cell.concat == "cat_all"
+
+
+@pytest.mark.parametrize("name", ["asfd_paper_like", "pcdarts_example"])
+@pytest.mark.parametrize("variant", ["D0", "D3"])
+def test_every_shipped_genotype_derives(name, variant):
+    """What validate accepts, derive builds: D0 (P4-P7) and D3 (all six levels)."""
+    derive_detector = pytest.importorskip("detectors.pipeline").derive_detector
+    assert derive_detector(name, variant).config.name
+
+
+@pytest.mark.parametrize("cells, search_space, expected", [
+    (("P3", "P4"), "autofem_cpm", "cells: missing level(s) P2, P5, P6, P7; an AutoFEM-CPM has "
+                                  "one cell per level P2, P3, P4, P5, P6, P7"),
+    ((*LEVELS, "P8"), "autofem_cpm", "cells: unexpected cell(s) P8"),
+    (("cpm",), "autofem_cpm", "cells: unexpected cell(s) cpm"),
+    (("P3",), "", "cells: missing level(s) P2, P4"),  # a level name makes it an AutoFEM-CPM
+])
+def test_autofem_cells_are_exactly_the_levels(cells, search_space, expected):
+    cell = tree((0, "conv_1x1"))
+    g = Genotype(cells={name: cell for name in cells}, meta=GenotypeMeta(search_space=search_space))
+    assert expected in problems(g)
+
+
+def test_other_genotypes_name_cells_freely():
+    validate_genotype(Genotype(cells={"cell": tree((0, "conv_1x1"))},
+                               meta=GenotypeMeta(search_space="digits")))
+
+
+def dag(n_nodes: int, parents: int) -> CellGenotype:
+    """``n_nodes`` nodes, each fed by its ``parents`` predecessors."""
+    return CellGenotype(tuple(NodeGenotype(tuple(Edge(p, "conv_1x1")
+                                                 for p in range(max(0, j - parents), j)))
+                              for j in range(1, n_nodes + 1)), "cat_all")
+
+
+def test_paper_op_sets_are_what_search_spaces_builds():
+    """The CLI checks op names against genotypes.op_sets without importing torch."""
+    ops = pytest.importorskip("search_spaces.ops")
+    from nas_search.registry import get_op_set
+
+    assert sorted(ops.OP_SPECS) == paper_ops()
+    assert {name: get_op_set(name) for name in PAPER_OP_SETS} == PAPER_OP_SETS
+
+
+def test_size_caps_and_lifting_them(tmp_path, capsys):
+    g = Genotype(cells={"c": dag(65, 1)}, meta=GenotypeMeta(mode="pcdarts"))
+    assert "cells.c.nodes: 65 nodes, above the cap of 64 per cell" in problems(g)
+    assert "cells.c.nodes: 465 edges, above the cap of 256" in problems(
+        dataclasses.replace(g, cells={"c": dag(30, 30)}))  # 30 * 31 / 2 edges
+    validate_genotype(g, limits=GenotypeLimits(max_nodes=None))
+    validate_genotype(g, limits=GenotypeLimits(max_nodes=65))
+    path = save_genotype(g, tmp_path / "big.yaml")  # saving keeps a search's result uncapped
+    with pytest.raises(GenotypeError, match="65 nodes, above the cap"):
+        load_genotype(path)
+    assert load_genotype(path, limits=GenotypeLimits(max_nodes=None)) == g
+    assert main(["genotypes", "validate", str(path)]) == 2
+    assert "--max-nodes 0" in capsys.readouterr().err
+    assert main(["genotypes", "validate", str(path), "--max-nodes", "0"]) == 0
 
 
 # -------------------------------------------------------------------------------------- CLI
@@ -321,3 +383,36 @@ def test_cli_list(capsys):
     assert main(["genotypes", "list"]) == 0
     out = capsys.readouterr().out
     assert "asfd_paper_like" in out and "pcdarts_example" in out and "RECONSTRUCTI" in out
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)), b"version: 1\nmeta: {note: \"a\x01b\"}\n"],
+                         ids=["binary", "control-character"])
+def test_a_binary_file_is_a_one_line_error_naming_it(tmp_path, content):
+    path = tmp_path / "g.yaml"
+    path.write_bytes(content)
+    with pytest.raises(GenotypeError) as info:
+        load_genotype(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------- FPN pathway
+def test_fpn_pathway_round_trips_and_older_files_read_as_one_hop(genotype, tmp_path):
+    recursive = dataclasses.replace(genotype, fpn=dataclasses.replace(genotype.fpn,
+                                                                      pathway="recursive"))
+    path = save_genotype(recursive, tmp_path / "g.yaml")
+    assert "pathway: recursive" in path.read_text()
+    assert load_genotype(path).fpn.pathway == "recursive"
+    data = genotype_to_dict(recursive)
+    del data["fpn"]["pathway"]   # a file written before the field existed
+    assert genotype_from_dict(data).fpn.pathway == "one_hop"
+    assert load_genotype("asfd_paper_like").fpn.pathway == "recursive"
+
+
+def test_unknown_fpn_pathway_names_the_field(genotype):
+    data = genotype_to_dict(genotype)
+    data["fpn"]["pathway"] = "two_hop"
+    with pytest.raises(GenotypeError, match="fpn.pathway: unknown pathway 'two_hop'"):
+        genotype_from_dict(data)
+    data["fpn"]["pathway"] = 3
+    with pytest.raises(GenotypeError, match="fpn.pathway: expected a string"):
+        genotype_from_dict(data)

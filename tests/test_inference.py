@@ -11,7 +11,8 @@ from PIL import Image
 
 from detectors.inference import (
     Detections, Detector, DetectorBase, MultiScaleTest, PostProcess, box_voting, flip_boxes,
-    iter_inputs, select, write_detections,
+    NEAR_CONSTANT_MIN_BOXES, PICTURE_MAX_BOXES, draw_detections, iter_inputs, listed_images,
+    picture_boxes, picture_warning, select, write_detections,
 )
 from detectors.macs import profile_model
 from detectors.reference_detectors import (
@@ -102,6 +103,24 @@ def test_test_scale_resizes_before_the_network_and_maps_boxes_back():
         BrightestPixel(scale=0)
 
 
+def test_images_above_the_pixel_cap_are_refused_before_decoding(tmp_path):
+    image = np.zeros((60, 100, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"image 0: this 100x60 image would enter the network "
+                                         r"at 250x150 \(0\.0 megapixels\), above the cap"):
+        BrightestPixel(scale=2.5, max_pixels=100 * 60).detect([image])
+    with pytest.raises(ValueError, match="at 150x90"):  # multi-scale: the largest pass counts
+        BrightestPixel(max_pixels=100 * 60).detect([image], MultiScaleTest())
+    (found,) = BrightestPixel(scale=2.5, max_size=100, max_pixels=100 * 60).detect([image])
+    assert len(found.scores) == 1  # shrunk under the cap by max_size
+    BrightestPixel(scale=2.5, max_pixels=None).detect([image])  # no cap
+    path = tmp_path / "big.png"
+    Image.fromarray(image).save(path)
+    with pytest.raises(ValueError, match=f"^{path}: .*--max-pixels 0"):
+        BrightestPixel(max_pixels=100).detect_paths({"big": path})
+    with pytest.raises(ValueError, match="max_pixels must be at least 1"):
+        BrightestPixel(max_pixels=0)
+
+
 # ----------------------------------------------------------------------------- real detectors
 @pytest.fixture(scope="module")
 def retinaface():
@@ -157,9 +176,11 @@ def test_detect_writes_json_txt_and_picture(retinaface, tmp_path):
     json_path, txt_path, jpg_path = write_detections(tmp_path, "photo", image, det, 0.5)
     record = json.loads(json_path.read_text())
     assert (record["width"], record["height"]) == (50, 40)
-    assert record["detections"][0] == {"box_xyxy": [5.0, 6.0, 25.0, 30.0], "score": 0.8}
+    # The JSON (and picture) hold the faces >= 0.5; the txt every one, for the PR curve.
+    assert record["detections"] == [{"box_xyxy": [5.0, 6.0, 25.0, 30.0], "score": 0.8}]
     lines = txt_path.read_text().splitlines()
-    assert lines[:3] == ["photo", "2", "5.000 6.000 20.000 24.000 0.800000"]
+    assert lines == ["photo", "2", "5.000 6.000 20.000 24.000 0.800000",
+                     "1.000 1.000 2.000 2.000 0.300000"]
     with Image.open(jpg_path) as im:
         assert im.size == (50, 40)
         rgb = im.convert("RGB")
@@ -168,11 +189,74 @@ def test_detect_writes_json_txt_and_picture(retinaface, tmp_path):
     assert abs(skipped[1] - skipped[0]) < 30  # the 0.3 face (below 0.5) is not drawn
 
 
+def row_of_boxes(n: int, scores) -> Detections:
+    """``n`` boxes 14 px wide side by side on y 100..140, scores as given."""
+    return Detections(torch.tensor([[20 * i + 2, 100, 20 * i + 16, 140] for i in range(n)],
+                                   dtype=torch.float32), torch.tensor(scores))
+
+
+def test_picture_draws_the_best_boxes_with_filled_labels():
+    det = row_of_boxes(10, [0.9 - 0.01 * i for i in range(10)])
+    rgb = np.asarray(draw_detections(np.full((200, 200, 3), 128, np.uint8), det, 0.5,
+                                     max_boxes=3)).astype(int)
+    green = (rgb[..., 1] - rgb[..., 0]) > 80
+    assert [bool(green[130, 20 * i + 2]) for i in range(10)] == [True] * 3 + [False] * 7
+    label = rgb[88:99, 3:20]  # above the best box: a filled label with dark text on it
+    assert ((label[..., 1] - label[..., 0]) > 80).mean() > 0.4
+    assert (label.sum(-1) < 150).any()
+    assert not green[80:100, 103:120].any()  # the 6th box has neither box nor label
+
+
+def test_picture_boxes_keep_the_best_above_the_threshold():
+    det = Detections(boxes([0, 0, 1, 1], [1, 1, 2, 2], [2, 2, 3, 3], [3, 3, 4, 4]),
+                     torch.tensor([0.6, 0.9, 0.3, 0.7]))
+    assert picture_boxes(det, 0.5, 2).scores.tolist() == pytest.approx([0.9, 0.7])
+    assert picture_boxes(det, 0.5, 0).scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
+    with pytest.raises(ValueError, match="max_boxes must be >= 0"):
+        picture_boxes(det, 0.5, -1)
+
+
+def test_picture_warning_reports_the_cap_and_constant_scores_in_one_line():
+    weak = row_of_boxes(60, [0.51 + 0.0001 * i for i in range(60)])  # 60 near-equal boxes
+    good = row_of_boxes(3, [0.99, 0.8, 0.3])
+    note = picture_warning([weak, good], 0.5, PICTURE_MAX_BOXES)
+    assert "\n" not in note
+    assert f"1 of 2 image(s) have more than {PICTURE_MAX_BOXES} faces scoring >= 0.5" in note
+    assert "(up to 60)" in note and "nearly constant (0.510-0.516)" in note
+    assert picture_warning([good], 0.5) is None
+    assert picture_warning([weak], 0.5, max_boxes=0) == picture_warning([weak], 0.5, 100)
+    few = row_of_boxes(NEAR_CONSTANT_MIN_BOXES - 1, [0.9] * (NEAR_CONSTANT_MIN_BOXES - 1))
+    assert picture_warning([few], 0.5) is None  # a few equal faces are not suspicious
+
+
 def test_iter_inputs_names_files_and_folder_images(tmp_path):
     (tmp_path / "d" / "e").mkdir(parents=True)
     for rel in ("a.jpg", "d/e/b.png", "d/c.jpg"):
         Image.new("RGB", (4, 4)).save(tmp_path / rel)
     found = iter_inputs([tmp_path / "a.jpg", tmp_path / "d"])
-    assert sorted(found) == ["a", "c", "e__b"]
+    assert sorted(found) == ["a", "c", "e/b"]  # a folder's images keep their path inside it
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         iter_inputs([tmp_path / "missing.jpg"])
+    Image.new("RGB", (4, 4)).save(tmp_path / "d" / "c.png")
+    with pytest.raises(ValueError, match="same outputs c"):
+        iter_inputs([tmp_path / "d"])
+
+
+def test_listed_images_follow_the_list_with_or_without_extension(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for rel in ("d/a.jpg", "d/e/b.png", "d/e/c.jpg"):
+        Image.new("RGB", (4, 4)).save(tmp_path / rel)
+    listed = tmp_path / "list.txt"
+    listed.write_text("e/c\n# a comment\na.jpg\ne/c.jpg\n")
+    found = listed_images(tmp_path / "d", listed)
+    assert found == {"e/c": tmp_path / "d/e/c.jpg", "a": tmp_path / "d/a.jpg"}
+    listed.write_text("e/b\ne/zz\n")
+    with pytest.raises(FileNotFoundError, match=r"list.txt: 1 listed image.*e/zz"):
+        listed_images(tmp_path / "d", listed)
+
+
+def test_detect_picture_never_overwrites_its_input(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.jpg")
+    det = Detections(torch.zeros((0, 4)), torch.zeros(0))
+    with pytest.raises(ValueError, match="would overwrite it"):
+        write_detections(tmp_path, "p", tmp_path / "p.jpg", det)

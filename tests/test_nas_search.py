@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 
@@ -16,7 +17,7 @@ from nas_search.registry import list_ops
 from nas_search.search import (
     CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, NonFiniteLossError, SearchConfig, search,
 )
-from nas_toys import ToyTask
+from nas_toys import ToySupernet, ToyTask
 
 TOY = dict(epochs=3, warmup_epochs=1, w_lr=0.05, arch_lr=0.05, log_every=1, seed=3)
 
@@ -49,8 +50,11 @@ def test_config_round_trips_and_names_bad_fields():
         SearchConfig.from_dict({"epoch": 3}, source="cfg.yaml")
     with pytest.raises(ValueError, match="w_lr: expected float"):
         SearchConfig.from_dict({"w_lr": "fast"})
-    with pytest.raises(ValueError, match="warmup_epochs"):
+    with pytest.raises(ValueError, match=r"warmup_epochs .*got 5: set search\.warmup_epochs"):
         SearchConfig(epochs=5, warmup_epochs=5)
+    with pytest.raises(ValueError, match=r"w_lr must be > 0, got 0\.0; grad_clip must be >= 0, "
+                                         r"got -1\.0"):
+        SearchConfig(w_lr=0.0, grad_clip=-1.0)
 
 
 @pytest.mark.parametrize("mode", ["top1_tree", "pcdarts"])
@@ -104,11 +108,43 @@ def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_an_existing_run_is_never_overwritten_nor_resumed_with_another_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        search(ToyTask(), SearchConfig(**TOY), tmp_path, resume=True)
     search(ToyTask(), SearchConfig(**TOY), tmp_path)
     with pytest.raises(FileExistsError, match="resume=True"):
         search(ToyTask(), SearchConfig(**TOY), tmp_path)
     with pytest.raises(ValueError, match="arch_lr: 0.05 -> 0.1"):
         search(ToyTask(), SearchConfig(**TOY | {"arch_lr": 0.1}), tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: does not fit the supernet of task "
+                                         r"'toy' \(another width or model\?\): size mismatch"):
+        search(WiderToyTask(), SearchConfig(**TOY), tmp_path, resume=True)
+
+
+class WiderToyTask(ToyTask):
+    """The toy task with an 8-channel supernet."""
+
+    def build_supernet(self) -> ToySupernet:
+        return ToySupernet(channels=8, mode=self.mode, concat=self.concat, k=self.k)
+
+
+class NaNValidationTask(ToyTask):
+    """The toy task whose validation loss is NaN from its second evaluation on."""
+
+    evaluations = 0
+
+    def evaluate(self, model):
+        NaNValidationTask.evaluations += 1
+        return {"val_loss": math.nan if NaNValidationTask.evaluations > 1 else 1.0}
+
+
+def test_a_non_finite_metric_is_an_error_and_never_written(tmp_path):
+    NaNValidationTask.evaluations = 0
+    with pytest.raises(NonFiniteLossError, match=r"non-finite \{'val_loss': nan\} at the end of "
+                                                 r"epoch 1 \(step 6\)"):
+        search(NaNValidationTask(), SearchConfig(**TOY), tmp_path)
+    assert [h["epoch"] for h in read_history(tmp_path)] == [0]
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
+    assert not (tmp_path / GENOTYPE_FILE).exists()
 
 
 @pytest.mark.parametrize("mode", ["pcdarts", "top1_tree"])

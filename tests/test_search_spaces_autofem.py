@@ -12,7 +12,9 @@ from nas_search.registry import get_op_set
 from nas_search.supernet import Supernet, is_arch_parameter
 from search_spaces.baselines import build_feature_module
 from search_spaces.cpm import AutoFEMCPM, AutoFEMCPMSearch
-from search_spaces.fpn import AutoFEMFPN, AutoFEMFPNSearch, gate, level_paths, path_inputs
+from search_spaces.fpn import (
+    AutoFEMFPN, AutoFEMFPNSearch, _FusionLevel, fusion_logits, gate, level_paths, path_terms,
+)
 
 C = 8
 PYRAMID_SIZES = [(math.ceil(641 / s), math.ceil(479 / s)) for s in (4, 8, 16, 32, 64, 128)]
@@ -56,14 +58,48 @@ class AutoFEMSupernet(Supernet):
 # ----------------------------------------------------------------------------- FPN structure
 
 
-def test_level_paths_and_inputs():
+class _IdentityLevel(_FusionLevel):
+    """Every op the identity, so that a path's term is its gated input."""
+
+    def run_path(self, j, path, x):
+        return x
+
+
+def test_level_paths():
     assert level_paths(LEVELS, 0) == ("same", "td")
     assert level_paths(LEVELS, 3) == ("same", "td", "bu")
     assert level_paths(LEVELS, 5) == ("same", "bu")
-    feats = pyramid(SMALL)
-    inputs = path_inputs(feats, 2)  # P4 reads C_4, P^td_5 = C_5, P^bu_3 = C_3
-    assert inputs["same"] is feats[2] and inputs["td"] is feats[3] and inputs["bu"] is feats[1]
-    assert set(path_inputs(feats, 0)) == {"same", "td"}
+
+
+@pytest.mark.parametrize("pathway", ["recursive", "one_hop"])
+def test_path_terms_follow_the_pathway(pathway):
+    feats = pyramid(SMALL[:4])
+    blocks = [_IdentityLevel(C, level_paths(LEVELS[:4], i)) for i in range(4)]
+    terms = path_terms(blocks, feats, pathway)
+    assert [set(t) for t in terms] == [set(b.paths) for b in blocks]
+    # one_hop: P^td_{i+1} := C_{i+1}, P^bu_{i-1} := C_{i-1}; recursive: the previous level's
+    # path feature, starting from the top / bottom backbone map
+    td, bu = feats[3], feats[0]
+    for i in (2, 1, 0):
+        td = gate("td", td if pathway == "recursive" else feats[i + 1], feats[i])
+        assert torch.equal(terms[i]["td"], td)
+    for i in (1, 2, 3):
+        bu = gate("bu", bu if pathway == "recursive" else feats[i - 1], feats[i])
+        assert torch.equal(terms[i]["bu"], bu)
+    assert all(torch.equal(t["same"], c) for t, c in zip(terms, feats))
+    with pytest.raises(ValueError, match="unknown FPN pathway 'two_hop'"):
+        path_terms(blocks, feats, "two_hop")
+
+
+@pytest.mark.parametrize("pathway, reaches_p7", [("recursive", True), ("one_hop", False)])
+def test_recursive_top_down_path_carries_the_top_level_to_the_bottom(pathway, reaches_p7):
+    """Eq. 2 / Fig. 3(d): P2 sees C7 through the top-down pass; one hop sees C3 at most."""
+    torch.manual_seed(0)
+    fpn = AutoFEMFPNSearch(C, k=1, pathway=pathway).eval()
+    feats = [f.requires_grad_() for f in pyramid(SMALL)]
+    fpn(feats)[0].sum().backward()
+    assert (feats[5].grad is not None and feats[5].grad.abs().sum() > 0) == reaches_p7
+    assert feats[1].grad.abs().sum() > 0
 
 
 def test_gate_resizes_then_multiplies_by_the_level_map():
@@ -111,21 +147,78 @@ def test_fpn_derive_takes_argmax_ops_and_softmax_fusion():
     assert g.levels["P2"].bu is None and g.levels["P7"].td is None
 
 
-def test_fixed_fpn_matches_the_supernet_at_one_hot_alpha():
+@pytest.mark.parametrize("pathway", ["recursive", "one_hop"])
+def test_fixed_fpn_matches_the_supernet_at_one_hot_alpha(pathway):
     torch.manual_seed(0)
-    fpn = AutoFEMFPNSearch(C, k=1)
+    fpn = AutoFEMFPNSearch(C, k=1, pathway=pathway)
     for seed, block in enumerate(fpn.blocks.values()):
         make_one_hot(block.arch_alpha, seed)
         torch.nn.init.normal_(block.arch_beta)
     feats = pyramid(SMALL, batch=2)
     fpn(feats)  # one training step of BN statistics, copied below with the weights
-    fixed = AutoFEMFPN(C, fpn.derive())
+    genotype = fpn.derive()
+    assert genotype.pathway == pathway
+    fixed = AutoFEMFPN(C, genotype)
     fixed.load_from_search(fpn)
     fpn.eval(), fixed.eval()
     for a, b in zip(fpn(feats), fixed(feats)):
         assert torch.allclose(a, b, atol=1e-6)
-    assert not any(n.endswith("fusion") for n, _ in fixed.named_parameters())
-    assert torch.allclose(fixed.blocks["P4"].fusion, fpn.blocks["P4"].fusion_weights())
+    # beta is learnable (Eq. 2's "learnable scalars"), starting at the searched softmax(beta)
+    assert {n for n, _ in fixed.named_parameters() if n.endswith("beta")} == {
+        f"blocks.{lv}.beta" for lv in LEVELS}
+    assert torch.allclose(fixed.blocks["P4"].fusion_weights(), fpn.blocks["P4"].fusion_weights())
+
+
+def test_fixed_fpn_learns_its_fusion_weights():
+    fixed = AutoFEMFPN(C, AutoFEMFPNSearch(C, k=4).derive())
+    sum(o.square().mean() for o in fixed(pyramid(SMALL, batch=2))).backward()
+    assert all(block.beta.grad.abs().sum() > 0 for block in fixed.blocks.values())
+
+
+def test_fixed_fpn_loads_a_state_dict_with_fusion_buffers():
+    """Checkpoints made when softmax(beta) was a fixed ``fusion`` buffer still load."""
+    torch.manual_seed(0)
+    fixed = AutoFEMFPN(C, AutoFEMFPNSearch(C, k=4).derive()).eval()
+    old = {k: v for k, v in fixed.state_dict().items() if not k.endswith(".beta")}
+    weights = {lv: torch.softmax(torch.randn(len(b.paths)), 0) for lv, b in fixed.blocks.items()}
+    old.update({f"blocks.{lv}.fusion": w for lv, w in weights.items()})
+    fresh = AutoFEMFPN(C, fixed.genotype).eval()
+    fresh.load_state_dict(old)
+    for lv, w in weights.items():
+        assert torch.allclose(fresh.blocks[lv].fusion_weights(), w, atol=1e-6)
+    assert torch.equal(fresh.blocks["P3"].fuse[1].weight, fixed.blocks["P3"].fuse[1].weight)
+
+
+def test_fixed_fpn_on_a_sub_pyramid_drops_the_bottom_levels_bu_path():
+    g = AutoFEMFPNSearch(C, k=4).derive()
+    fixed = AutoFEMFPN(C, g, levels=LEVELS[2:])
+    assert set(fixed.blocks) == set(LEVELS[2:])
+    assert fixed.blocks["P4"].paths == ("same", "td") and fixed.blocks["P5"].paths == (
+        "same", "td", "bu")
+    kept = {p: g.levels["P4"].fusion[p] for p in ("same", "td")}
+    expected = torch.tensor([kept["same"], kept["td"]]) / sum(kept.values())
+    assert torch.allclose(fixed.blocks["P4"].fusion_weights(), expected, atol=1e-6)
+    sizes = PYRAMID_SIZES[2:]
+    assert shapes(fixed(pyramid(sizes))) == [(1, C, h, w) for h, w in sizes]
+
+
+def test_fusion_logits_floor_zero_weights():
+    beta = fusion_logits([0.0, 0.25, 0.75])
+    assert torch.isfinite(beta).all()
+    assert torch.allclose(torch.softmax(beta, 0), torch.tensor([0.0, 0.25, 0.75]), atol=1e-5)
+
+
+def test_fixed_fpn_dense_fuse():
+    g = AutoFEMFPNSearch(C, k=1).derive()
+    dense = AutoFEMFPN(C, g, fuse="dense")
+    sep = AutoFEMFPN(C, g)
+    n = lambda m: sum(p.numel() for p in m.blocks["P4"].fuse.parameters())  # noqa: E731
+    assert n(dense) == C * C * 9 + 2 * C and n(sep) == C * 9 + C * C + 2 * C
+    assert shapes(dense.eval()(pyramid(SMALL))) == shapes(pyramid(SMALL))
+    with pytest.raises(ValueError, match="F_c is 'dense'"):
+        dense.load_from_search(AutoFEMFPNSearch(C, k=1))
+    with pytest.raises(ValueError, match="unknown F_c kind 'wide'"):
+        AutoFEMFPN(C, g, fuse="wide")
 
 
 def test_fixed_fpn_has_only_the_chosen_ops():

@@ -69,7 +69,10 @@ def test_genotype_has_the_searched_part_only(tiny_data, target, mode):
         assert (genotype.meta.mode, genotype.meta.nodes, genotype.meta.op_set) == (mode, 2, "S_CPM")
     else:
         assert not genotype.cells and tuple(genotype.fpn.levels) == LEVELS
-        assert genotype.meta.op_set == "S_FPN"
+        assert genotype.meta.op_set == "S_FPN" and genotype.fpn.pathway == "recursive"
+        one_hop = FaceSearchConfig(target=target, mode=mode, fpn_pathway="one_hop", **TINY)
+        assert FaceSearchTask(one_hop, tiny_data).build_supernet().genotype().fpn.pathway == \
+            "one_hop"
     assert genotype.meta.partial_channels_k == 4 and "mobilenet0.25" in genotype.meta.note
 
 
@@ -126,5 +129,7 @@ def test_search_config_errors_name_the_file_and_key(tmp_path):
         load_search_file(bad)
     with pytest.raises(ConfigError, match="divisible by k=4"):
         load_search_file(None, ["task.channels=10"])
+    with pytest.raises(ConfigError, match="task.fpn_pathway: 'two_hop' is not one of"):
+        load_search_file(None, ["task.fpn_pathway=two_hop"])
     with pytest.raises(ConfigError, match="unknown section"):
         load_search_file(None, ["model.name=D0"])

@@ -10,17 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.config import ConfigError, DataSource, OptimConfig, ScheduleConfig, load_config
+from detectors.config import (
+    ConfigError, DataSource, ModelConfig, OptimConfig, ScheduleConfig, load_config,
+)
 from detectors.data.synthetic import make_synthetic
 from detectors.data.wider import FaceSample
 from detectors.evaluation.wider_eval import evaluate_wider, load_wider_ground_truth
-from detectors.losses import DSFDLoss, LossResult, register_loss
+from detectors.losses import DSFDLoss, LossResult, build_loss, register_loss
 from detectors.reference_detectors import load_detector
 from detectors.train import (
-    METRICS_FILE, MODEL_FILE, STATE_FILE, NonFiniteLossError, TrainEvent, build_optimizer,
-    ground_truth_from_samples, is_val_position, load_samples, lr_at, restrict_ground_truth,
-    split_images, train,
+    CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, STATE_FORMAT, DistContext,
+    NonFiniteLossError, TrainEvent, build_model, build_optimizer, ground_truth_from_samples,
+    is_val_position, load_samples, lr_at, resolve_device, restrict_ground_truth, split_images,
+    train,
 )
+from nas_search.checkpoint import CheckpointError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAL_SAMPLE = SHARED / "wider-val-sample"
@@ -77,12 +81,12 @@ def test_build_optimizer_follows_optim_name():
 def test_config_base_chain_merges_sections_and_replaces_lists(tmp_path):
     (tmp_path / "base.yaml").write_text("optim: {lr: 0.02, momentum: 0.8}\n"
                                         "schedule: {milestones: [1, 2, 3]}\n"
-                                        "data: {val: {dir: a, ground_truth: g}, size: 9}\n")
+                                        "data: {val: {dir: a, ground_truth: g}, size: 96}\n")
     (tmp_path / "child.yaml").write_text("_base_: base.yaml\noptim: {lr: 0.5}\n"
                                          "schedule: {milestones: [7]}\ndata: {val: {dir: b}}\n")
     cfg = load_config(tmp_path / "child.yaml")
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.schedule.milestones) == (0.5, 0.8, [7])
-    assert cfg.data.val == DataSource("b") and cfg.data.size == 9  # sources are not mixed
+    assert cfg.data.val == DataSource("b") and cfg.data.size == 96  # sources are not mixed
     (tmp_path / "base.yaml").write_text("_base_: child.yaml\n")
     with pytest.raises(ConfigError, match="loops back"):
         load_config(tmp_path / "child.yaml")
@@ -94,11 +98,48 @@ def test_config_base_chain_merges_sections_and_replaces_lists(tmp_path):
     ("optim.name=adam", "optim.name: 'adam' is not one of ['sgd', 'adamw']"),
     ("data.train=[{subset: val}]", "data.train[0]: missing required key(s) ['dir']"),
     ("data.train=[{dir: a, subset: test}]", "data.train[0].subset: 'test' is not one of"),
+    ("optim.lr=[1", "override 'optim.lr=[1', line 1: not valid YAML: expected ',' or ']'"),
+    ("data.size=0", "data.size must be >= 32, got 0"),
+    ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+    ("schedule.epochs=0", "schedule.epochs must be >= 1, got 0"),
+    ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
+    ("optim.lr=.nan", "optim.lr must be > 0, got nan"),
+    ("optim.grad_clip=-1", "optim.grad_clip must be >= 0, got -1.0"),
+    ("schedule.gamma=-0.1", "schedule.gamma must be > 0, got -0.1"),
+    ("run.threads=-1", "run.threads must be >= 0, got -1"),
+    ("run.max_minutes=-5", "run.max_minutes must be >= 0, got -5.0"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")
                        .replace("(", r"\(").replace(")", r"\)")):
         load_config(None, [override])
+
+
+def test_config_reads_yaml_1_2_floats_in_files_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {lr: 8e-3, weight_decay: 1E-4}\n")
+    cfg = load_config(path, ["schedule.warmup_start_lr=1e-6", "run.max_minutes=1e2"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (8e-3, 1e-4)
+    assert (cfg.schedule.warmup_start_lr, cfg.run.max_minutes) == (1e-6, 100.0)
+    assert load_config(None, ["schedule.epochs=12"]).schedule.epochs == 12  # ints stay ints
+
+
+def test_unknown_loss_params_and_model_options_are_config_errors():
+    with pytest.raises(ConfigError, match=r"loss\.params: unknown key\(s\) \['foo'\] of loss "
+                                          r"'drmc'; known: \['iou_threshold'"):
+        build_loss("drmc", foo=1)
+    with pytest.raises(ConfigError, match="DRMCLoss: margin must be >= 0, got -0.1"):
+        build_loss("drmc", margin=-0.1)
+    for name in ("D0", "retinaface_mnet025", "dsfd_like"):
+        with pytest.raises(ConfigError, match=r"model\.options of .*: unknown key\(s\) \['foo'\]"):
+            build_model(ModelConfig(name, options={"foo": 1}))
+
+
+def test_a_device_this_machine_lacks_is_an_error():
+    with pytest.raises(ValueError, match=r"device 'cuda:\d+': this machine has \d+ CUDA"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}", DistContext())
+    with pytest.raises(ValueError, match="device 'gpu': not a device name"):
+        resolve_device("gpu", DistContext())
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -173,14 +214,17 @@ def test_ground_truth_without_mat_files_counts_valid_faces(synthetic):
 
 
 # ----------------------------------------------------------------------------- training runs
-def run_and_record(config, out_dir, resume=False):
+def run_and_record(config, out_dir, resume=False, allow_changes=()):
     events: list[TrainEvent] = []
-    result = train(config, out_dir, resume=resume, callback=events.append)
+    result = train(config, out_dir, resume=resume, callback=events.append,
+                   allow_changes=allow_changes)
     losses = {e.iteration: e.loss for e in events if e.kind == "iteration"}
     return result, losses
 
 
 def test_short_run_lowers_loss_and_writes_files(synthetic, tmp_path):
+    # A run that died before its first checkpoint left a metrics.csv: a fresh run replaces it.
+    (tmp_path / METRICS_FILE).write_text("kind,epoch,iteration\ntrain,0,1\ntrain,0,2\n")
     result, losses = run_and_record(tiny_config(synthetic, "schedule.epochs=3"), tmp_path)
     assert result.stopped == "completed" and result.progress.iteration == 6
     assert losses[6] < losses[1]
@@ -204,11 +248,54 @@ def test_resume_continues_where_the_time_budget_stopped(synthetic, tmp_path):
                                                 "run.max_minutes=0"), tmp_path / "b")
     assert stopped.stopped == "time_budget" and stopped.progress.iteration == 1
     assert (stopped.progress.epoch, stopped.progress.batch) == (0, 1)
+    with (tmp_path / "b" / METRICS_FILE).open("a") as f:  # rows logged after the checkpoint
+        f.write("train,0,2,9,0.01,1,1\ntrain,0,3,9,0.01,1,1\ntrain,0,4,9")  # ...and a torn one
     resumed, rest = run_and_record(tiny_config(synthetic, "schedule.epochs=2"), tmp_path / "b",
-                                   resume=True)
+                                   resume=True, allow_changes=["run.max_minutes"])
     assert resumed.progress.iteration == 4 and sorted(rest) == [2, 3, 4]
+    rows = list(csv.DictReader((tmp_path / "b" / METRICS_FILE).open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]  # replayed rows written once
+    assert all(float(r["elapsed_s"]) != 9 for r in rows)
     for it in (1, 2, 3, 4):
         assert {**first, **rest}[it] == pytest.approx(straight[it], rel=1e-5), it
+
+
+def test_resume_refuses_changed_settings_unless_allowed(synthetic, tmp_path):
+    train(tiny_config(synthetic, "schedule.epochs=1"), tmp_path)
+    changed = tiny_config(synthetic, "schedule.epochs=1", "model.options={width: 8}",
+                          "data.size=96", "optim.lr=0.5", "run.log_every=2")  # log_every: free
+    with pytest.raises(ConfigError, match=r"last\.pt: cannot resume with changed settings \("
+                       r"model\.options\.width: 16 -> 8; data\.size: 64 -> 96; optim\.lr: 0\.01 "
+                       r"-> 0\.5\); a resumed run keeps"):
+        train(changed, tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="--allow-change optim.lr: a resumed run may change only"):
+        train(changed, tmp_path, resume=True, allow_changes=["optim.lr"])
+    longer = tiny_config(synthetic, "schedule.epochs=2", "run.log_every=2")
+    with pytest.raises(ConfigError, match=r"schedule\.epochs: 1 -> 2"):
+        train(longer, tmp_path, resume=True)
+    assert load_config(tmp_path / CONFIG_FILE).schedule.epochs == 1
+    result = train(longer, tmp_path, resume=True, allow_changes=["schedule.epochs"])
+    assert result.progress.iteration == 4
+    assert load_config(tmp_path / CONFIG_FILE).schedule.epochs == 2  # what the run went on with
+
+
+class RunsCode:
+    """A pickle payload that creates ``marker`` when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_resume_never_runs_code_from_last_pt(synthetic, tmp_path):
+    marker = tmp_path / "payload-ran"
+    torch.save({"format": STATE_FORMAT, "payload": RunsCode(marker)}, tmp_path / STATE_FILE)
+    with pytest.raises(CheckpointError, match=r"last\.pt: not a readable training state: it "
+                                              r"holds .*open"):
+        train(tiny_config(synthetic), tmp_path, resume=True)
+    assert not marker.exists()
 
 
 class NaNAtThirdStep(DSFDLoss):
@@ -248,3 +335,22 @@ def test_cuda_run_uses_mixed_precision_and_evaluates(synthetic, tmp_path):
     assert state["scaler"]["scale"] > 0  # the GradScaler was active
     assert set(result.progress.metrics) == {"ap_easy", "ap_medium", "ap_hard"}
     assert next(result.model.parameters()).is_cuda
+
+
+def test_config_records_the_genotype_of_a_model_file(synthetic, tmp_path):
+    from detectors.asfd import build_asfd, save_model
+    from detectors.reference_detectors import build_reference_detector, save_detector
+    from detectors.train import Trainer, recorded_model_config
+
+    model = build_asfd("D0", "asfd_paper_like", width=16)
+    derived = save_model(model, tmp_path / "d0.pt", extra={"derived_from": "runs/search_cpm"})
+    plain = save_model(model, tmp_path / "plain.pt")
+    reference = save_detector(build_reference_detector("retinaface_mnet025"), tmp_path / "r.pt")
+    assert recorded_model_config(ModelConfig(str(derived))).genotype == "runs/search_cpm"
+    assert recorded_model_config(ModelConfig(str(plain))).genotype == f"{plain} (embedded)"
+    assert recorded_model_config(ModelConfig(str(reference))).genotype == ""
+    assert recorded_model_config(ModelConfig("D1")).genotype == "asfd_paper_like"
+    Trainer(tiny_config(synthetic, f"model.name={derived}", "model.options={}"), tmp_path / "run",
+            resume=False, callback=None)
+    recorded = load_config(tmp_path / "run" / "config.yaml")
+    assert (recorded.model.name, recorded.model.genotype) == (str(derived), "runs/search_cpm")

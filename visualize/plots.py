@@ -65,16 +65,20 @@ def tpr_at(false_positives: ArrayLike, tpr: ArrayLike, fp: float) -> float:
 def plot_roc(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], out_png: str | os.PathLike,
              title: str = "ROC", report_fp: float = FDDB_REPORT_FP) -> Path:
     """One ROC plot; ``curves[name] = (false_positives, tpr)`` (FDDB discrete / continuous).
-    The legend gives each curve's TPR at ``report_fp`` false positives."""
+    The legend gives each curve's TPR at ``report_fp`` false positives, marked by a dotted line;
+    the x axis runs to the curves' end, but at least to 1.1x and at most to 2x ``report_fp``."""
     fig = new_figure(6, 4.5)
     ax = fig.add_subplot()
+    max_fp = 0.0
     for name, (false_positives, tpr) in curves.items():
         false_positives, tpr = _paired(name, false_positives, tpr, "false positives and TPR")
+        max_fp = max(max_fp, float(false_positives.max()))
         ax.plot(false_positives, tpr, lw=1.8,
                 label=f"{name} (TPR {tpr_at(false_positives, tpr, report_fp):.3f} "
                       f"@ {report_fp:g} FP)")
+    ax.axvline(report_fp, color="0.5", lw=0.8, ls=":")
     ax.set(ylim=(0, 1.02), xlabel="false positives", ylabel="true positive rate", title=title)
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, max(1.1 * report_fp, min(max_fp, 2 * report_fp)))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return save_figure(fig, out_png)

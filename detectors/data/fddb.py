@@ -53,7 +53,8 @@ def ellipse_extents(ellipses: np.ndarray) -> np.ndarray:
 def parse_fddb_blocks(path: str | Path, fields: str) -> list[tuple[str, np.ndarray]]:
     """Read the FDDB block format shared by ellipse lists and detection files: an image name,
     a count, then ``count`` lines of the whitespace-separated numbers named in ``fields``.
-    Returns ``(name, table)`` pairs; malformed input raises :class:`AnnotationError`."""
+    Returns ``(name, table)`` pairs; malformed input (``nan``/``inf`` included) raises
+    :class:`AnnotationError`."""
     path = Path(path)
     n_fields = len(fields.split())
     lines = [line.strip() for line in path.read_text().splitlines()]
@@ -82,9 +83,12 @@ def parse_fddb_blocks(path: str | Path, fields: str) -> list[tuple[str, np.ndarr
                 raise AnnotationError(path, j + 1, f"expected {n_fields} fields '{fields}', "
                                       f"got {len(tokens)}: {lines[j]!r}")
             try:
-                rows.append([float(t) for t in tokens])
+                row = [float(t) for t in tokens]
             except ValueError:
                 raise AnnotationError(path, j + 1, f"non-numeric field in {lines[j]!r}") from None
+            if not np.isfinite(row).all():
+                raise AnnotationError(path, j + 1, f"non-finite value in {lines[j]!r}")
+            rows.append(row)
         blocks.append((name, np.asarray(rows, dtype=np.float64).reshape(-1, n_fields)))
         seen.add(name)
         i += 2 + count

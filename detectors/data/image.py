@@ -8,29 +8,50 @@ normalises to 0.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the header readers need none
+    import torch
 
 IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 MEAN_PIXEL: tuple[int, int, int] = tuple(round(255 * m) for m in IMAGE_MEAN)
+#: PIL modes of 16-bit grayscale PNGs (``I`` in older Pillow versions).
+SIXTEEN_BIT_MODES: tuple[str, ...] = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class ImageReadError(ValueError):
     """An image file that exists but cannot be decoded; the message names the file."""
 
 
+def to_rgb8(im: Image.Image, source: str | Path = "image") -> np.ndarray:
+    """A PIL image -> ``HWC`` uint8 RGB array. 16-bit grayscale (PNG) is scaled to 8 bits
+    (``round(v * 255 / 65535)``; PIL's own conversion clips it at 255); other integer or
+    floating-point modes raise :class:`ImageReadError` naming ``source``."""
+    if im.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(im, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageReadError(f"cannot read image {source}: {im.mode} values outside 0-65535")
+        gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise ImageReadError(f"cannot read image {source}: floating-point pixels (mode F) are "
+                             "not supported; save it as 8- or 16-bit")
+    return np.asarray(im.convert("RGB"))
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image to an ``HWC`` uint8 RGB array; errors name the file."""
+    """Decode an image to an ``HWC`` uint8 RGB array (:func:`to_rgb8`); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
+            return to_rgb8(im, path)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
 
@@ -42,12 +63,14 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``HWC`` uint8 RGB array -> normalised ``CHW`` float32 tensor."""
+    import torch
+
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
             f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")

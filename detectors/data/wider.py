@@ -34,6 +34,12 @@ import numpy as np
 from detectors.data.image import ImageReadError, read_image_size
 
 ATTRIBUTES: tuple[str, ...] = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+#: Largest code of each attribute (official readme: blur, occlusion 0-2; the others 0-1).
+ATTRIBUTE_MAX: dict[str, int] = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1,
+                                 "occlusion": 2, "pose": 1}
+#: Bound on ``|x|, |y|, w, h`` in pixels: far beyond any real image, so a larger value is a
+#: corrupt line, not a face.
+MAX_COORDINATE = 1e5
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 FIELDS_PER_FACE = 4 + len(ATTRIBUTES)
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -95,15 +101,33 @@ def is_image_path(line: str) -> bool:
     return line.strip().lower().endswith(IMAGE_EXTENSIONS)
 
 
+def read_image_list(path: str | Path) -> list[str]:
+    """Relative image paths, one a line; blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image list not found: {path}")
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def _parse_face_line(tokens: list[str], path: Path, line_no: int) -> list[float]:
     if len(tokens) != FIELDS_PER_FACE:
         raise AnnotationError(
             path, line_no, f"expected {FIELDS_PER_FACE} fields 'x y w h {' '.join(ATTRIBUTES)}', "
             f"got {len(tokens)}: {' '.join(tokens)!r}")
     try:
-        return [float(t) for t in tokens]
+        values = [float(t) for t in tokens]
     except ValueError:
         raise AnnotationError(path, line_no, f"non-numeric field in {' '.join(tokens)!r}") from None
+    for name, v in zip(("x", "y", "w", "h"), values):
+        if not abs(v) <= MAX_COORDINATE:  # also catches nan
+            raise AnnotationError(path, line_no, f"{name} = {v:g} is not a finite coordinate "
+                                  f"within +-{MAX_COORDINATE:g} px")
+    for name, v in zip(ATTRIBUTES, values[4:]):
+        if not (v.is_integer() and 0 <= v <= ATTRIBUTE_MAX[name]):
+            raise AnnotationError(path, line_no, f"{name} = {v:g} is not one of the codes "
+                                  f"0..{ATTRIBUTE_MAX[name]}")
+    return values
 
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
@@ -157,9 +181,11 @@ def parse_wider_annotations(
 ) -> list[FaceSample]:
     """Parse a WIDER-format annotation file; image paths are resolved under ``images_root``.
 
-    Malformed input (wrong field count, non-numeric field, count mismatch, truncated file)
-    raises :class:`AnnotationError` naming file:line; with ``on_error='warn'`` the bad record is
-    skipped with a warning naming file:line and parsing resumes at the next image path.
+    Malformed input (wrong field count, non-numeric field, a coordinate that is not finite or
+    beyond :data:`MAX_COORDINATE`, an attribute outside its codes :data:`ATTRIBUTE_MAX`, count
+    mismatch, truncated file) raises :class:`AnnotationError` naming file:line; with
+    ``on_error='warn'`` the bad record is skipped with a warning naming file:line and parsing
+    resumes at the next image path.
     """
     path, images_root = Path(txt_path), Path(images_root)
     lines = path.read_text().splitlines()

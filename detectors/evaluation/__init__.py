@@ -1,17 +1,8 @@
-"""Evaluation: the official WIDER FACE protocol and the FDDB ROC."""
-from detectors.evaluation.fddb_eval import FDDBResult, evaluate_fddb, read_fddb_detections
-from detectors.evaluation.wider_eval import (
-    SETTINGS,
-    WiderGroundTruth,
-    WiderResult,
-    evaluate_wider,
-    load_wider_ground_truth,
-    read_wider_predictions,
-    write_wider_predictions,
-)
+"""Evaluation: the official WIDER FACE protocol and the FDDB ROC (names imported on first use)."""
+from detectors.lazy import lazy_exports
 
-__all__ = [
-    "FDDBResult", "evaluate_fddb", "read_fddb_detections",
-    "SETTINGS", "WiderGroundTruth", "WiderResult", "evaluate_wider", "load_wider_ground_truth",
-    "read_wider_predictions", "write_wider_predictions",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "fddb_eval": ("FDDBResult", "evaluate_fddb", "read_fddb_detections", "write_fddb_detections"),
+    "wider_eval": ("SETTINGS", "WiderGroundTruth", "WiderResult", "evaluate_wider",
+                   "load_wider_ground_truth", "read_wider_predictions", "write_wider_predictions"),
+})

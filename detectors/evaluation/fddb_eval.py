@@ -29,6 +29,7 @@ from scipy.optimize import linear_sum_assignment
 
 from detectors.data.fddb import FDDBAnnotation, ellipse_extents, parse_fddb_blocks
 from detectors.data.wider import xywh_to_xyxy
+from detectors.evaluation.wider_eval import box_lines
 from visualize.plots import tpr_at
 
 ScoreKind = Literal["discrete", "continuous"]
@@ -145,6 +146,22 @@ def evaluate_fddb(
     false_positives = (n_det - tp_disc).astype(np.int64)
     return FDDBResult(-thresholds, false_positives, tp_disc / num_faces, tp_cont / num_faces,
                       num_faces)
+
+
+def write_fddb_detections(
+    path: str | Path, detections: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> Path:
+    """Write the official detection file :func:`read_fddb_detections` reads: per image (names as
+    in the fold files, no extension) its name, the count, then ``x y w h score`` lines sorted by
+    score, highest first."""
+    lines = []
+    for name, (boxes, scores) in detections.items():
+        rows = box_lines(boxes, scores)
+        lines += [name, str(len(rows)), *rows]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
 
 
 def read_fddb_detections(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -8,7 +8,8 @@ Protocol (facts.md, "WIDER FACE evaluation protocol"):
   in that setting. Every other box is an ignore region for that setting.
 * Predictions: ``<event>/<name>.txt`` per image (name, count, ``x y w h score`` lines), sorted
   by score, highest first (the MATLAB ``read_pred`` sorts them; so do we, stably). A missing
-  file counts as no predictions (the official tool prints a notice; we warn).
+  file counts as no predictions (the official tool prints a notice; we warn); a folder where no
+  file matches is an error naming the expected layout.
 * Scores are min-max normalised once over all predictions of all images (MATLAB ``norm_score``).
   When all scores are equal the official code divides by zero and every score becomes NaN,
   which passes no threshold (AP 0); we instead set every score to 1, so all predictions pass
@@ -28,7 +29,7 @@ Protocol (facts.md, "WIDER FACE evaluation protocol"):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -96,9 +97,22 @@ def load_wider_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
     return WiderGroundTruth(tuple(keys), tuple(boxes), {s: tuple(v) for s, v in countable.items()})
 
 
+def restrict_ground_truth(gt: WiderGroundTruth, keys: Sequence[str]) -> WiderGroundTruth:
+    """The official ground truth limited to the images ``keys`` (``<event>/<name>``), so that a
+    held-out part of a folder is scored on its own faces only."""
+    index = {k: i for i, k in enumerate(gt.keys)}
+    missing = [k for k in keys if k not in index]
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) have no official ground truth, e.g. "
+                         f"{missing[:3]}")
+    rows = [index[k] for k in keys]
+    return WiderGroundTruth(tuple(gt.keys[i] for i in rows), tuple(gt.boxes[i] for i in rows),
+                            {s: tuple(gt.countable[s][i] for i in rows) for s in SETTINGS})
+
+
 def read_prediction_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One ``<name>.txt`` prediction file -> (boxes xyxy (N, 4), scores (N,)); errors name
-    file:line."""
+    """One ``<name>.txt`` prediction file -> (boxes xyxy (N, 4), scores (N,)); errors (also a
+    ``nan``/``inf`` score or coordinate) name file:line."""
     path = Path(path)
     lines = path.read_text().splitlines()
     if len(lines) < 2:
@@ -123,6 +137,11 @@ def read_prediction_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         bad = next(k for k, tokens in enumerate(body) if not _all_float(tokens))
         raise AnnotationError(
             path, bad + 3, f"non-numeric field in {' '.join(body[bad])!r}") from None
+    nonfinite = np.flatnonzero(~np.isfinite(table).all(axis=1))
+    if nonfinite.size:
+        k = int(nonfinite[0])
+        raise AnnotationError(path, k + 3, f"non-finite value in {' '.join(body[k])!r} "
+                              f"({nonfinite.size} such line(s) in the file)")
     return xywh_to_xyxy(table[:, :4]), table[:, 4]
 
 
@@ -138,11 +157,45 @@ def read_wider_predictions(
     pred_dir: str | Path, keys: tuple[str, ...],
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read ``<pred_dir>/<key>.txt`` for each image key; missing files are left out (and
-    warned about by :func:`evaluate_wider`)."""
+    warned about by :func:`evaluate_wider`). A folder where no file matches is an error naming
+    the expected layout (e.g. flat ``<name>.txt`` files)."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
-    return {k: read_prediction_file(p) for k in keys if (p := pred_dir / f"{k}.txt").is_file()}
+    found = {k: read_prediction_file(p) for k in keys if (p := pred_dir / f"{k}.txt").is_file()}
+    if keys and not found:
+        other = next(pred_dir.rglob("*.txt"), None)
+        raise FileNotFoundError(
+            f"no prediction file in {pred_dir} matches the {len(keys)} ground-truth images: "
+            f"expected one <event>/<name>.txt per image, e.g. {pred_dir / keys[0]}.txt"
+            + (f"; found {other} instead" if other else ""))
+    return found
+
+
+def clear_wider_predictions(out_dir: str | Path) -> int:
+    """Delete the ``.txt`` files under ``out_dir`` and the folders left empty, so that a new
+    run's predictions are not mixed with an earlier run's; returns the number deleted."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return 0
+    stale = [p for p in out_dir.rglob("*.txt") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    for d in sorted((d for d in out_dir.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return len(stale)
+
+
+def box_lines(boxes: np.ndarray, scores: np.ndarray) -> list[str]:
+    """``x y w h score`` lines of ``xyxy`` boxes, sorted by score (highest first, stable): the
+    body of WIDER prediction and FDDB detection files."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores = boxes[order], scores[order]
+    rows = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores]).tolist()
+    return ["%.3f %.3f %.3f %.3f %.6f" % tuple(r) for r in rows]
 
 
 def write_wider_predictions(out_dir: str | Path, detections: Detections) -> None:
@@ -151,13 +204,8 @@ def write_wider_predictions(out_dir: str | Path, detections: Detections) -> None
     out_dir = Path(out_dir)
     for rel, (boxes, scores) in detections.items():
         key = image_key(rel)
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        order = np.argsort(-scores, kind="stable")
-        boxes, scores = boxes[order], scores[order]
-        rows = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2], scores]).tolist()
-        lines = [Path(key).name, str(len(rows))]
-        lines += ["%.3f %.3f %.3f %.3f %.6f" % tuple(r) for r in rows]
+        rows = box_lines(boxes, scores)
+        lines = [Path(key).name, str(len(rows)), *rows]
         path = out_dir / f"{key}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
@@ -246,6 +294,8 @@ def evaluate_wider(
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if len(boxes) != len(scores):
             raise ValueError(f"predictions for {k}: {len(boxes)} boxes but {len(scores)} scores")
+        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+            raise ValueError(f"predictions for {k}: non-finite box coordinates or scores")
         order = np.argsort(-scores, kind="stable")
         sorted_boxes.append(boxes[order])
         raw_scores.append(scores[order])

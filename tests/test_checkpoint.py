@@ -1,0 +1,63 @@
+"""Reading .pt files: weights only, the NumPy allow-list, one-line errors naming the file."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from asfd_cli.main import main
+from detectors.reference_detectors import load_detector
+from nas_search.checkpoint import NUMPY_ARRAY_GLOBALS, CheckpointError, load_checkpoint
+
+
+class RunsCode:
+    """A pickle payload that creates ``marker`` when it is unpickled."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_crafted_payload_is_refused_and_does_not_run(tmp_path):
+    marker = tmp_path / "payload-ran"
+    torch.save({"format": "asfd-model", "x": RunsCode(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"evil\.pt: not a readable model file: it holds "
+                                              r".*open: objects other than tensors"):
+        load_checkpoint(tmp_path / "evil.pt", "model file")
+    assert not marker.exists()
+
+
+def test_numpy_arrays_load_only_when_allowed(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save({"numpy": np.random.get_state(), "t": torch.ones(2)}, path)
+    with pytest.raises(CheckpointError, match="_reconstruct"):
+        load_checkpoint(path)
+    state = load_checkpoint(path, allowed=NUMPY_ARRAY_GLOBALS)
+    assert np.array_equal(state["numpy"][1], np.random.get_state()[1])
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", os.urandom(2000), b"hello"],
+                         ids=["empty", "truncated", "random", "text"])
+def test_an_unreadable_file_is_an_error_naming_it(tmp_path, content, capsys):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"^{path}: not a readable model file"):
+        load_detector(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_truncated_torch_file_is_an_error_naming_it(tmp_path):
+    full = tmp_path / "full.pt"
+    torch.save({"w": torch.zeros(1000)}, full)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=rf"^{cut}: not a readable checkpoint: truncated"):
+        load_checkpoint(cut)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
