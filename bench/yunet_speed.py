@@ -182,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     try:
+        variants = {spec: parse_variant(spec) for spec in args.variants}
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
         import cv2
     except ImportError:
         print("skipped: the YuNet comparison needs opencv-python-headless, which asfd does not "
@@ -199,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     from detectors.inference import find_images
     from detectors.train import MODEL_FILE, build_model
 
-    variants = {spec: parse_variant(spec) for spec in args.variants}
     image_path = args.image or next(iter(find_images(DEFAULT_IMAGES).values()))
     image = np.asarray(Image.fromarray(load_image(image_path)).resize(
         SIZE, Image.Resampling.BILINEAR))
