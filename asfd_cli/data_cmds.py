@@ -82,8 +82,9 @@ def cmd_eval_fddb(args: argparse.Namespace) -> int:
     if args.plot:
         from visualize.plots import plot_roc
 
-        curves = {"discrete": (result.false_positives, result.tpr_discrete),
-                  "continuous": (result.false_positives, result.tpr_continuous)}
+        curves = {kind: (result.false_positives, tpr, result.tpr_at(args.fp, kind))
+                  for kind, tpr in (("discrete", result.tpr_discrete),
+                                    ("continuous", result.tpr_continuous))}
         Console().print(f"ROC: {plot_roc(curves, args.plot, title='FDDB', report_fp=args.fp)}")
     return 0
 

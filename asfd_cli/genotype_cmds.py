@@ -12,6 +12,7 @@ from asfd_cli.main import CLIError
 from asfd_cli.options import add_out, non_negative_int
 from genotypes import DEFAULT_LIMITS, GenotypeLimits, list_library, load_genotype
 from genotypes.op_sets import paper_ops
+from nas_search.strategies import validate_for_strategy
 
 
 def known_ops() -> list[str]:
@@ -71,9 +72,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     ops = known_ops()
     g = load_genotype(args.genotype, known_ops=ops, limits=limits(args))
+    validate_for_strategy(g, source=str(args.genotype))
     Console().print(f"[green]valid[/]: {escape(str(args.genotype))} "
                     f"({len(g.cells)} cells, {'an' if g.fpn else 'no'} FPN; ops checked against "
-                    f"the {len(ops)} of the paper's sets)")
+                    f"the {len(ops)} of the paper's sets"
+                    + (f", edges per node against strategy {g.meta.mode}" if g.meta.mode else "")
+                    + ")")
     return 0
 
 

@@ -12,8 +12,6 @@ from rich.table import Table
 from asfd_cli.main import CLIError
 from asfd_cli.options import add_threads, set_threads
 
-VARIANTS: tuple[str, ...] = ("D0", "D1", "D2", "D3", "D4", "D5", "D6")
-
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"640x480"`` -> ``(640, 480)`` (width x height); ``"320"`` -> ``(320, 320)``."""
@@ -42,11 +40,9 @@ def square_size(text: str) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
-    from detectors.asfd import PAPER_TABLE5, build_asfd
+    from detectors.asfd import ASFD_FAMILY, PAPER_TABLE5, build_asfd, load_model
     from detectors.macs import measure_latency, profile_model
-    from detectors.reference_detectors import (
-        REFERENCE_DETECTORS, build_reference_detector, load_detector,
-    )
+    from detectors.reference_detectors import REFERENCE_DETECTORS, build_reference_detector
 
     set_threads(args.threads)
     width, height = args.size
@@ -57,16 +53,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
                    "ratio", "ms"):
         table.add_column(column, no_wrap=True,
                          justify="left" if column in ("model", "backbone") else "right")
-    for target in args.models:
-        if target in VARIANTS:
+    for target in args.models or list(ASFD_FAMILY):
+        if target in ASFD_FAMILY:
             model, paper = build_asfd(target, args.genotype), PAPER_TABLE5[target]
         elif target in REFERENCE_DETECTORS:
             model, paper = build_reference_detector(target), None
         elif Path(target).is_file():
-            model, paper = load_detector(target), None
+            model, paper = load_model(target), None
         else:
-            raise CLIError(f"{target!r} is neither a variant ({', '.join(VARIANTS)}), a reference "
-                           f"detector ({', '.join(sorted(REFERENCE_DETECTORS))}) nor a model file")
+            raise CLIError(f"{target!r} is neither a variant ({', '.join(ASFD_FAMILY)}), a "
+                           f"reference detector ({', '.join(sorted(REFERENCE_DETECTORS))}) nor a "
+                           "model file")
         prof = profile_model(model, args.size)
         latency = measure_latency(model, args.size, args.repeats) if args.repeats else None
         table.add_row(
@@ -91,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "of every convolution and matrix product, counted by "
                     "torch.utils.flop_counter) of the inference graph (second shot), and the "
                     "median CPU latency of one image.")
-    p.add_argument("models", nargs="*", default=list(VARIANTS), metavar="MODEL",
+    p.add_argument("models", nargs="*", metavar="MODEL",
                    help="variant D0..D6, a reference detector (retinaface_mnet025, dsfd_like) "
                         "or a model file (default: D0..D6)")
     p.add_argument("--size", type=parse_size, default=(640, 480), metavar="WxH",

@@ -21,8 +21,9 @@ from rich.table import Table
 
 from asfd_cli.console import console, finish, progress_bar
 from asfd_cli.main import CLIError
-from asfd_cli.model_cmds import VARIANTS, square_size
+from asfd_cli.model_cmds import square_size
 from asfd_cli.options import add_option, add_out, add_threads, set_threads
+from nas_search.strategies import list_strategies
 
 if TYPE_CHECKING:
     from detectors.compare import Arm, CompareRow
@@ -66,7 +67,7 @@ def warmup_overrides(args: argparse.Namespace) -> list[str]:
     """One rule for ``--epochs N`` and ``--set search.epochs=N``: the warm-up becomes
     :data:`WARMUP_SHARE` of the epochs, unless ``--warmup`` or ``--set search.warmup_epochs``
     sets it."""
-    from detectors.config import load_yaml
+    from nas_search.runtime import load_yaml
 
     given = {key.strip(): raw for key, _, raw in (o.partition("=") for o in args.overrides)}
     if args.warmup is not None or "search.warmup_epochs" in given:
@@ -130,9 +131,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         synthetic_dataset,
     )
     from detectors.search_task import load_search_file
-    from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE, NonFiniteLossError
+    from nas_search.runtime import NonFiniteLossError
+    from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     overrides = [f"task.target={json.dumps(args.target)}", *flag_overrides(args, SEARCH_FLAGS)]
     spec = load_search_file(args.config, overrides + args.overrides + warmup_overrides(args))
     out = console()
@@ -192,7 +194,8 @@ def register_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR's checkpoint, with the settings it started with (only "
                         "search.device, search.log_every and task.workers may change)")
-    p.add_argument("--mode", choices=("top1_tree", "pcdarts"), help="CPM search method")
+    p.add_argument("--mode", choices=list_strategies(),
+                   help="CPM search strategy (registered in nas_search.strategies)")
     p.add_argument("--concat", choices=("cat_leaf", "cat_all"), help="CPM cell output")
     p.add_argument("--nodes", type=int, help="intermediate nodes per CPM cell")
     p.add_argument("--epochs", type=int,
@@ -240,7 +243,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
         from asfd_cli.train_cmds import train_progress
         from detectors.config import load_config
         from detectors.pipeline import resolve_search_output, with_genotype
-        from detectors.train import MODEL_FILE, NonFiniteLossError, train
+        from detectors.train import MODEL_FILE, train
+        from nas_search.runtime import NonFiniteLossError
 
         threads = [f"run.threads={args.threads}"] if args.threads else []
         config = with_genotype(load_config(args.train, threads + args.overrides),
@@ -266,7 +270,7 @@ def register_derive(sub: argparse._SubParsersAction) -> None:
                     "or shipped name) into an untrained ASFD-D0..D6 network, print its params "
                     "and MACs, and optionally train it.")
     p.add_argument("source", metavar="RUN_DIR|GENOTYPE")
-    p.add_argument("--variant", choices=VARIANTS, default="D0", help="ASFD family member")
+    p.add_argument("--variant", default="D0", help="ASFD family member, D0..D6 (default: D0)")
     add_out(p, "the untrained model file", required=True, type=Path, metavar="MODEL.pt")
     p.add_argument("--train", metavar="CONFIG", help="then train it with this training config")
     p.add_argument("--train-out", type=Path, metavar="DIR",
@@ -292,12 +296,10 @@ def rows_table(rows: Sequence[CompareRow], title: str) -> Table:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import torch
-
     from detectors.compare import COMPARE_CSV, COMPARE_MD, CompareSettings, run_compare
     from detectors.pipeline import load_pipeline_config
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     config = load_pipeline_config(args.config, CompareSettings, "compare", args.budget,
                                   flag_overrides(args, {"device": "search.device"})
                                   + args.overrides)
@@ -369,12 +371,10 @@ def register_compare_seeds(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    import torch
-
     from detectors.pipeline import DemoSettings, load_pipeline_config, run_demo
     from detectors.train import TrainEvent
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     config = load_pipeline_config(args.config, DemoSettings, "demo", args.budget, args.overrides)
     out = console()
     start = time.perf_counter()
@@ -452,12 +452,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import multiprocessing
 
     import optuna
-    import torch
 
     from detectors.pipeline import load_pipeline_config
     from detectors.tune import TuneSettings, default_storage, open_study, run_tune
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     config = load_pipeline_config(args.config, TuneSettings, "tune", args.budget,
                                   flag_overrides(args, {"objective": "tune.objective"})
                                   + args.overrides)

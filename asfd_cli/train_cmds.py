@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +70,7 @@ def open_detector(path: Path, score_threshold: float, max_size: int | None, devi
     ``max_pixels`` caps an image's network input (None: the library's cap, 0: no cap),
     ``threads`` the CPU threads (0: the library's default)."""
     from detectors.inference import MAX_INPUT_PIXELS, Detector, PostProcess
-    from detectors.train import DistContext, resolve_device
+    from nas_search.runtime import DistContext, resolve_device
 
     postprocess = PostProcess(score_threshold=score_threshold)
     cap = MAX_INPUT_PIXELS if max_pixels is None else max_pixels or None
@@ -131,7 +130,8 @@ def train_progress(out: Console, config: TrainConfig
 
 def cmd_train(args: argparse.Namespace) -> int:
     from detectors.config import load_config
-    from detectors.train import NonFiniteLossError, train
+    from detectors.train import train
+    from nas_search.runtime import DistContext, NonFiniteLossError
 
     overrides = [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in TRAIN_FLAGS.items()
                  if getattr(args, flag) is not None]
@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.allow_changes and not args.resume:
         raise CLIError("--allow-change applies to --resume only")
     out_dir = args.out or Path("runs") / args.config.stem
-    if os.environ.get("RANK", "0") != "0":  # a torchrun worker: rank 0 reports
+    if not DistContext.current().is_main:  # a torchrun worker: rank 0 reports
         train(config, out_dir, resume=args.resume, allow_changes=args.allow_changes)
         return 0
     out = console()
@@ -386,8 +386,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     import tempfile
 
     from detectors.export import export_onnx, quantize_onnx, verify_onnx
-    from detectors.inference import PostProcess, find_images
-    from detectors.reference_detectors import load_detector
+    from detectors.asfd import load_model
+    from detectors.inference import PostProcess, find_images  # (registers reference detectors)
 
     verify = args.verify if args.verify is not None else (
         [args.fixed_size] if args.fixed_size else DEFAULT_VERIFY_SIZES)
@@ -410,7 +410,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError(f"--calibration {args.calibration}: no images in that folder")
     postprocess = PostProcess(**settings)
     set_threads(args.threads)
-    model = load_detector(resolve_model(args.model)).eval()
+    model = load_model(resolve_model(args.model)).eval()
     out = console()
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx" if args.int8 else args.output

@@ -26,18 +26,7 @@ Run (~4 min on 2 cores, 1 thread; ``../shared/data`` beside the project)::
     PYTHONPATH=. python bench/learning_probe.py --models "D0@head_norm=none@cls_prior=null" \
         D0@passthrough_topdown=false D0:dsfd --iters 200
 
-Measured 2026-11-28 on this project's 2-core CPU, two processes of 1 thread side by side, 256 px,
-4 batches of 4, 200 steps:
-
-==================================================  ======  =======  =======  =========  ======
-model (loss)                                        escape  cls end  plateau  grad norm  s/step
-==================================================  ======  =======  =======  =========  ======
-D0 (drmc)                                           114     1.084    2.560    28.9       0.195
-retinaface_mnet025 (retinaface)                     128     0.465    2.249    18.0       0.075
-D0, heads as before: no norm, default init (drmc)   > 200   2.561    2.560    7.44       0.197
-D0 without the P2 top-down path (drmc)              173     2.161    2.560    24.8       0.189
-D0 (dsfd)                                           108     0.635    2.249    23.3       0.194
-==================================================  ======  =======  =======  =========  ======
+The measured escapes are in the README, "Detectors that learn" (learning probe).
 """
 from __future__ import annotations
 
@@ -52,10 +41,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from detectors.config import DataSource, ModelConfig, load_yaml
-from detectors.data.loader import FaceDetectionDataset, detection_collate
+from detectors.config import DataSource, ModelConfig
+from detectors.data.loader import FaceDetectionDataset, detection_collate, prepare_batch
 from detectors.losses import build_loss, constant_predictor_loss
 from detectors.train import build_model, load_samples
+from nas_search.runtime import load_yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer_speed import MODELS  # noqa: E402  (the loss each model trains with)
@@ -69,7 +59,7 @@ def fixed_batches(data: Path, batches: int, batch: int, size: int, seed: int = 0
                                    size=size, seed=seed)
     if len(dataset) < batches * batch:
         raise ValueError(f"{data}: {len(dataset)} images, the probe needs {batches * batch}")
-    return [detection_collate([dataset[b * batch + i] for i in range(batch)])
+    return [prepare_batch(detection_collate([dataset[b * batch + i] for i in range(batch)]), "cpu")
             for b in range(batches)]
 
 

@@ -1,5 +1,6 @@
-"""Cost of one search step of ONE cell: PC-DARTS DAG vs the paper's top-1 Gumbel tree; with
-``--space fpn``, of the AutoFEM-FPN supernet with its two pathways (recursive / one-hop).
+"""Cost of one search step of ONE cell per search strategy (``--strategies``, default every
+registered one: the PC-DARTS DAG and the paper's top-1 Gumbel tree); with ``--space fpn``, of the
+AutoFEM-FPN supernet with its two pathways (recursive / one-hop).
 
 The paper (Sec. 3.2, Table 3) searches 8-node AutoFEM-CPM cells with the tree only, "due to the
 memory limitation" of PC-DARTS. A PC-DARTS cell with ``n`` intermediate nodes runs all
@@ -7,44 +8,17 @@ memory limitation" of PC-DARTS. A PC-DARTS cell with ``n`` intermediate nodes ru
 physical target of the saving is that edge ratio, ``(n+1)/2``: 3.5x at n=6, 4.5x at n=8.
 
 Measured per step (forward + backward of one :class:`~nas_search.cell.SearchCell` with the 12 ops
-of S_CPM, same channels, input and ``k``):
-
-* activation memory: the bytes autograd saves for the backward pass (distinct storages seen by
-  ``torch.autograd.graph.saved_tensors_hooks``, parameters excluded), on any device; on CUDA
-  also ``torch.cuda.max_memory_allocated`` above what was allocated before the step;
-* time: median over ``--repeats`` timed steps after a warm-up step.
-
-Why the measured ratios fall short of the edge ratio. Both modes pay the same for one executed
-edge (its 12 ops at ``C/k`` channels and the node product ``w * y``, which saves the full-width
-edge output; the partial-channel bypass, concat and shuffle are transient, saving nothing for the
-backward pass), so the saved bytes fit ``e * edges + f``. The fixed part ``f`` is paid by both:
-the cell input, the output projection (its 1x1 conv saves the ``n*C``-channel concatenation of the
-node slots, its BN its input) and the loss. At C=32, 40x40, batch 2, n=6: ``e`` = 5.2 MiB per
-edge and ``f`` = 3.1 MiB (the 6C-channel projection input alone is 2.3 MiB), so the tree's
-``6e + f`` is 10% above ``6e`` and 3.5x becomes 3.27x; ``f`` grows with ``n`` (projection width),
-so 4.5x becomes 4.20x. The CUDA peak also counts transient buffers (concat, shuffle copies, conv
-workspaces) and gradients allocated during the step, fixed parts too: 3.13x and 4.0x. Time
-carries fixed per-step work as well (projection, BN and loss kernels, the tree's host sync per
-sampled parent) plus launch overhead per kernel; on a shared CPU it is also noisy.
-
-Measured (pcdarts / top1_tree per step; saved = autograd-saved MiB, peak = CUDA peak):
-
-* CPU (shared 2 cores, 1 thread), C=32, 40x40, batch 2: n=6 saved 111.9 / 34.2 = 3.27x,
-  415 / 178 ms = 2.3x; n=8 saved 190.3 / 45.3 = 4.20x, 896 / 255 ms = 3.5x.
-* H100, same sizes: n=6 saved 3.27x, peak 3.13x, 141 / 47 ms = 3.00x; n=8 saved 4.20x,
-  peak 3.99x, 281 / 68 ms = 4.16x.
-* H100, C=256, 80x80, batch 4: n=6 saved 7157 / 2188 MiB = 3.27x, peak 3.13x, 149 / 49 ms =
-  3.04x; n=8 saved 12175 / 2900 MiB = 4.20x, peak 4.00x, 366 / 91 ms = 4.05x.
+of S_CPM, same channels, input and ``k``): activation memory
+(:class:`~nas_search.runtime.ActivationMeter`: the bytes autograd saves for the backward pass on
+any device, and on CUDA the peak allocated above what was held before the step) and time (median
+over ``--repeats`` timed steps after a warm-up step). ``--space fpn`` measures the same for the
+AutoFEM-FPN supernet (S_FPN, partial channels ``k``) on a six-level pyramid whose finest map is
+``--size`` square, once per pathway of ``search_spaces.fpn``, with the MACs of its forward pass
+(``detectors.macs.count_macs``).
 
 Run: ``PYTHONPATH=. python bench/search_cost.py --channels 32 --size 40 --batch 2`` (CPU) or
-``--device cuda`` on a GPU.
-
-``--space fpn`` measures the same per step for the AutoFEM-FPN supernet (S_FPN, partial
-channels ``k``) on a six-level pyramid whose finest map is ``--size`` square (each level half
-the one below), once per pathway of ``search_spaces.fpn``, with the MACs of the supernet's
-forward pass (``detectors.macs.count_macs``). The pathways run the same ops on the same
-shapes, so their MACs are equal; the recursive one only chains them level by level. Measured
-figures: README, "Search spaces and genotypes".
+``--device cuda`` on a GPU. Measured figures, and why the ratios fall short of the edge ratio:
+README, "Benchmark: search cost of one cell".
 """
 from __future__ import annotations
 
@@ -57,9 +31,11 @@ import torch
 
 import search_spaces.ops  # noqa: F401  (registers S_CPM)
 from detectors.macs import count_macs
-from genotypes.schema import FPN_PATHWAYS, SEARCH_MODES
-from nas_search.cell import SearchCell, num_edges
+from genotypes.schema import FPN_PATHWAYS
+from nas_search.cell import SearchCell
 from nas_search.registry import get_op_set
+from nas_search.runtime import ActivationMeter
+from nas_search.strategies import list_strategies
 from search_spaces.fpn import AutoFEMFPNSearch
 
 
@@ -70,32 +46,6 @@ class StepCost:
     seconds: float
 
 
-class SavedTensorBytes:
-    """Context manager summing the distinct storages autograd saves, ``exclude`` not counted."""
-
-    def __init__(self, exclude: list[torch.Tensor]):
-        self.exclude = {p.untyped_storage().data_ptr() for p in exclude}
-        self.storages: dict[int, int] = {}
-
-    def pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in self.exclude:
-            self.storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    def __enter__(self) -> SavedTensorBytes:
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.hooks.__exit__(*exc)
-
-    @property
-    def total(self) -> int:
-        return sum(self.storages.values())
-
-
 def step(module: torch.nn.Module, x: torch.Tensor | list[torch.Tensor]) -> None:
     out = module(x)
     sum(o.square().mean() for o in (out if isinstance(out, list) else [out])).backward()
@@ -104,20 +54,12 @@ def step(module: torch.nn.Module, x: torch.Tensor | list[torch.Tensor]) -> None:
 def measure(cell: torch.nn.Module, x: torch.Tensor | list[torch.Tensor],
             repeats: int) -> StepCost:
     """One step's cost of ``cell`` (a search cell or the FPN supernet) on input ``x``."""
-    cuda = next(cell.parameters()).device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    device = next(cell.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     step(cell, x)  # warm-up (allocator, kernels selection)
-    with SavedTensorBytes(list(cell.parameters())) as saved:
+    cell.zero_grad(set_to_none=False)  # keep the grads allocated: not activations
+    with ActivationMeter(device, exclude=cell.parameters()) as meter:
         step(cell, x)
-    peak = None
-    if cuda:
-        cell.zero_grad(set_to_none=False)  # keep the grads allocated: not activations
-        sync()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step(cell, x)
-        sync()
-        peak = torch.cuda.max_memory_allocated() - base
     times = []
     for _ in range(repeats):
         sync()
@@ -125,7 +67,18 @@ def measure(cell: torch.nn.Module, x: torch.Tensor | list[torch.Tensor],
         step(cell, x)
         sync()
         times.append(time.perf_counter() - start)
-    return StepCost(saved.total, peak, statistics.median(times))
+    return StepCost(meter.saved_bytes, meter.cuda_peak_bytes, statistics.median(times))
+
+
+def edges_run(cell: SearchCell, x: torch.Tensor) -> int:
+    """How many of the cell's mixed edges one (gradient-free) forward runs."""
+    calls: list[int] = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in cell.edges]
+    with torch.no_grad():
+        cell(x)
+    for hook in hooks:
+        hook.remove()
+    return len(calls)
 
 
 def fpn_pyramid(batch: int, channels: int, size: int, device: torch.device
@@ -158,7 +111,9 @@ def main_fpn(args: argparse.Namespace, device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", choices=["cpm", "fpn"], default="cpm",
-                        help="one CPM cell per search mode, or the FPN supernet per pathway")
+                        help="one CPM cell per search strategy, or the FPN supernet per pathway")
+    parser.add_argument("--strategies", nargs="+", choices=list_strategies(),
+                        default=list_strategies(), help="the CPM cell's search strategies")
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--size", type=int, default=40, help="input height = width")
     parser.add_argument("--batch", type=int, default=2)
@@ -181,26 +136,30 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# one SearchCell, {len(ops)} ops ({args.op_set}), C={args.channels}, k={args.k}, "
           f"input {args.batch}x{args.channels}x{args.size}x{args.size}, {args.concat}, "
           f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if cuda_col else ""))
-    header = f"{'nodes':>5} {'mode':<10} {'edges':>5} {'saved MiB':>10}"
+    width = max(10, *(len(s) for s in args.strategies))
+    header = f"{'nodes':>5} {'strategy':<{width}} {'edges':>5} {'saved MiB':>10}"
     header += f" {'cuda peak MiB':>13}" if cuda_col else ""
     print(header + f" {'ms/step':>9}")
     for n in args.nodes:
-        costs = {}
-        for mode in SEARCH_MODES:
+        costs, edges = {}, {}
+        for name in args.strategies:
             torch.manual_seed(0)
-            cell = SearchCell(args.channels, n, ops, mode, args.concat, args.k).to(device)
+            cell = SearchCell(args.channels, n, ops, name, args.concat, args.k).to(device)
             cell.gumbel_generator = torch.Generator().manual_seed(0)
-            costs[mode] = c = measure(cell, x, args.repeats)
-            row = f"{n:>5} {mode:<10} {num_edges(n) if mode == 'pcdarts' else n:>5}"
+            costs[name] = c = measure(cell, x, args.repeats)
+            edges[name] = edges_run(cell, x)
+            row = f"{n:>5} {name:<{width}} {edges[name]:>5}"
             row += f" {c.saved_bytes / 2**20:>10.2f}"
             row += f" {c.cuda_peak_bytes / 2**20:>13.2f}" if cuda_col else ""
             print(row + f" {c.seconds * 1e3:>9.2f}")
-        dag, tree = costs["pcdarts"], costs["top1_tree"]
-        ratio = (f"{n:>5} {'ratio':<10} {num_edges(n) / n:>4.1f}x"
-                 f" {dag.saved_bytes / tree.saved_bytes:>9.2f}x")
-        if cuda_col:
-            ratio += f" {dag.cuda_peak_bytes / tree.cuda_peak_bytes:>12.2f}x"
-        print(ratio + f" {dag.seconds / tree.seconds:>8.2f}x")
+        ref = min(args.strategies, key=lambda name: edges[name])  # the sparsest
+        for name in (s for s in args.strategies if s != ref):
+            a, b = costs[name], costs[ref]
+            ratio = (f"{n:>5} {'/'.join((name, ref)):<{width}} {edges[name] / edges[ref]:>4.1f}x"
+                     f" {a.saved_bytes / b.saved_bytes:>9.2f}x")
+            if cuda_col:
+                ratio += f" {a.cuda_peak_bytes / b.cuda_peak_bytes:>12.2f}x"
+            print(ratio + f" {a.seconds / b.seconds:>8.2f}x")
 
 
 if __name__ == "__main__":

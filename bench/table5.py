@@ -33,7 +33,7 @@ from search_spaces.fpn import FuseKind
 from search_spaces.ops import ConvBNAct
 
 BOTH = ("autofem_fpn", "autofem_cpm")
-HALF_DEPTH_VARIANTS = ("D0", "D1", "D2")
+HALF_DEPTH_VARIANTS = tuple(v for v, row in ASFD_FAMILY.items() if row.fem_depth == 0.5)
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,13 @@ class Reading:
 
 
 READINGS: tuple[Reading, ...] = (
-    Reading("CPM only, P3-P7 (the reading before both halves)", ("autofem_cpm",)),
+    Reading("CPM only, P3-P7 (built: HALF_DEPTH, it learns)", ("autofem_cpm",)),
     Reading("FPN + CPM, P3-P7"),
     Reading("FPN + CPM (3 of 6 nodes: half-depth CPM), P3-P7", cpm_nodes=3),
     Reading("FPN + CPM (2 nodes), P3-P7", cpm_nodes=2),
     Reading("FPN + CPM (1 node), P3-P7", cpm_nodes=1),
     Reading("FPN + CPM at half width, P3-P7", half_width=True),
-    Reading("FPN + CPM, P4-P7 (chosen)", first_level="P4"),
+    Reading("FPN + CPM, P4-P7 (TABLE5_HALF_DEPTH)", first_level="P4"),
     Reading("FPN + CPM (3 nodes), P4-P7", first_level="P4", cpm_nodes=3),
     Reading("FPN + CPM, P5-P7 (half of the levels)", first_level="P5"),
     Reading("FPN + CPM, P2-P7 (= depth 1)", first_level="P2"),

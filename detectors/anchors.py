@@ -4,9 +4,9 @@ One square-ish anchor per location and level. Level ``l`` (stride ``s_l``) carri
 size ``sizes[l]`` for the second shot and ``first_shot_scale * sizes[l]`` for the first shot
 (DSFD: 16..512 and 8..256). Centres sit at ``((x + 0.5) * s_l, (y + 0.5) * s_l)``.
 
-Aspect ratio ``r = h / w`` (``w = size / sqrt(r)``, ``h = size * sqrt(r)``). We default to 1.0 as
-the popular DSFD re-implementations do; the official DSFD config uses 1.5 (faces are taller than
-wide), available through ``aspect_ratio``.
+Aspect ratio ``r = h / w`` (``w = size / sqrt(r)``, ``h = size * sqrt(r)``). The generator's default
+is square (1.0, as the popular DSFD re-implementations); the ASFD family uses the official DSFD
+config's 1.5 (faces are taller than wide; :class:`detectors.asfd.ASFDConfig`).
 
 Anchors are generated from the feature-map shapes the network actually produced, so any input
 size works; :meth:`AnchorGenerator.feature_shapes` predicts those shapes for an image size

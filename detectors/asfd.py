@@ -1,38 +1,27 @@
-"""The dual-shot detector (Sec. 3.1, Fig. 2) and the ASFD D0-D6 family (Sec. 3.4, Table 1).
+"""The dual-shot detector (Sec. 3.1, Fig. 2), the ASFD D0-D6 family (Sec. 3.4, Table 1) and
+the model files of every detector.
 
 Pipeline: backbone -> ``[C2..C5]`` -> :class:`~detectors.backbones.ExtraLevels` ``[C6, C7]`` ->
-lateral 1x1 conv + BN + ReLU of C2..C5 to ``W`` channels (C6, C7 are built at ``W``) = the
-*first-shot* pyramid; a feature module (AutoFEM: fixed AutoFEM-FPN then fixed AutoFEM-CPM, from
-a genotype) maps it to the *second-shot* pyramid; the same heads run on both shots (first shot
-with anchors half the size, DSFD's progressive anchors). Inference uses the second shot only,
-so the first shot is computed in training mode (or on request) and costs nothing at test time.
-The first shot covers the levels the feature module enhances: on a level it passes through
-(:attr:`ASFDConfig.enhanced_levels`) both shots would see the same map through the same heads
-with anchors of two sizes, i.e. contradictory targets for one prediction.
+lateral 1x1 conv + BN + ReLU to ``W`` channels = the *first-shot* pyramid; a feature module
+(AutoFEM: AutoFEM-FPN then AutoFEM-CPM, from a genotype) maps it to the *second-shot* pyramid;
+the same heads run on both shots, the first with anchors half the size (DSFD's progressive
+anchors). Inference uses the second shot only. The first shot covers only the levels the
+feature module enhances (:attr:`ASFDConfig.enhanced_levels`): on a passed-through level both
+shots would give one prediction contradictory targets.
 
-Compound scaling (Eq. 9, Table 1): ``W = 64 * theta`` for AutoFEM and heads. We follow Table 1
-for the depths (AutoFEM 0.5, 0.5, 0.5, 1, 1, 2, 2; heads 1, 1, 1, 2, 2, 4, 4): Eq. 9 as printed
-gives ``D_head = 2^((theta-1)/2 + 1) = 2`` at theta = 1, twice Table 1's values, which are
-``2 * D_autofem``.
-
-Fractional AutoFEM depth (our decision, judged by Table 5's parameter and MAC counts; see
-:func:`autofem_modules` and :data:`HALF_DEPTH_LEVELS`): one AutoFEM *layer* is the cascade
-AutoFEM-FPN -> AutoFEM-CPM; depth ``n`` stacks ``n`` of them on all six levels; depth 0.5 is one
-layer, both halves, on the four coarsest levels P4..P7. The stride-4 and stride-8 levels reach
-the second shot through the parameter-free top-down path of
-:meth:`DualShotDetector.passthrough_levels`. They hold 94% of the 25,600 locations at 640x480,
-and Table 5 leaves D0 0.48 G MACs beside its backbone, 0.28 G of which its heads take.
-
-Calibration: the README's "The ASFD family" section and ``bench/table5.py`` give the measured
-table, the candidate readings of depth 0.5 and the rule per row. :attr:`ScalingRow.fpn_fuse`
-(AutoFEM-FPN's ``F_c``) is the one choice set per row: Table 5 follows no single rule.
+Compound scaling (Eq. 9): ``W = 64 * theta`` for AutoFEM and heads; the depths follow Table 1,
+which Eq. 9 as printed contradicts. Depth 0.5 is :data:`HALF_DEPTH` (the AutoFEM-CPM on
+P3-P7, the reading that learns); :data:`TABLE5_HALF_DEPTH` (both halves on P4-P7) fits Table 5
+closer. The finer levels reach the second shot through the parameter-free top-down path of
+:meth:`DualShotDetector.passthrough_levels`. The calibration against Table 5
+(:attr:`ScalingRow.fpn_fuse` per row): README, "The ASFD family", and ``bench/table5.py``.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -40,17 +29,16 @@ from torch import Tensor, nn
 import search_spaces.cpm  # noqa: F401  (registers autofem_cpm)
 from detectors.anchors import AnchorGenerator, Shot
 from detectors.backbones import Backbone, ExtraLevels, build_backbone
-from detectors.config import replace_fields
 from detectors.heads import DetectionHeads, DetectorOutput, HeadConv, HeadNorm, ShotOutput
 from genotypes.io import genotype_from_dict, genotype_to_dict, load_genotype
 from genotypes.schema import LEVELS, Genotype
-from nas_search.checkpoint import load_checkpoint
-from nas_search.registry import list_ops
+from nas_search.registry import Registry, list_ops
+from nas_search.runtime import (
+    dataclass_from_dict, load_checkpoint, replace_fields, save_checkpoint,
+)
 from search_spaces.baselines import build_feature_module
 from search_spaces.fpn import FuseKind  # (and registers autofem_fpn)
 from search_spaces.ops import ConvBNAct, upsample_to
-
-Variant = Literal["D0", "D1", "D2", "D3", "D4", "D5", "D6"]
 
 #: Feature modules built from a genotype (they receive ``genotype=``); the others only need
 #: ``channels``.
@@ -60,7 +48,8 @@ GENOTYPE_FEATURE_MODULES: frozenset[str] = frozenset({"autofem_fpn", "autofem_cp
 @dataclass(frozen=True)
 class ScalingRow:
     """One row of Table 1: backbone, theta and the AutoFEM / head depths; ``fpn_fuse`` is the
-    kind of AutoFEM-FPN's ``F_c``, calibrated per row against Table 5 (module docstring)."""
+    kind of AutoFEM-FPN's ``F_c``, calibrated per row against Table 5 (README, "The ASFD
+    family")."""
 
     backbone: str
     theta: int
@@ -74,15 +63,17 @@ class ScalingRow:
         return 64 * self.theta
 
 
-ASFD_FAMILY: dict[str, ScalingRow] = {
-    "D0": ScalingRow("mobilenet0.25", 1, 0.5, 1),
-    "D1": ScalingRow("mobilenet1.0", 1, 0.5, 1),
-    "D2": ScalingRow("resnet18", 2, 0.5, 1),
-    "D3": ScalingRow("resnet34", 3, 1, 2, fpn_fuse="dense"),
-    "D4": ScalingRow("resnet50", 4, 1, 2, fpn_fuse="dense"),
-    "D5": ScalingRow("resnet101", 5, 2, 4),
-    "D6": ScalingRow("resnet152", 6, 2, 4),
-}
+#: Table 1, a registered row per family member: the one list of D0..D6.
+ASFD_FAMILY: Registry[ScalingRow] = Registry("ASFD variant")
+ASFD_FAMILY.add("D0", ScalingRow("mobilenet0.25", 1, 0.5, 1))
+ASFD_FAMILY.add("D1", ScalingRow("mobilenet1.0", 1, 0.5, 1))
+ASFD_FAMILY.add("D2", ScalingRow("resnet18", 2, 0.5, 1))
+ASFD_FAMILY.add("D3", ScalingRow("resnet34", 3, 1, 2, fpn_fuse="dense"))
+ASFD_FAMILY.add("D4", ScalingRow("resnet50", 4, 1, 2, fpn_fuse="dense"))
+ASFD_FAMILY.add("D5", ScalingRow("resnet101", 5, 2, 4))
+ASFD_FAMILY.add("D6", ScalingRow("resnet152", 6, 2, 4))
+#: An ASFD family member's name: a key of :data:`ASFD_FAMILY`.
+Variant = Literal[tuple(ASFD_FAMILY)]
 
 
 @dataclass(frozen=True)
@@ -94,42 +85,55 @@ class PaperFigures:
     latency_ms: float
 
 
-PAPER_TABLE5: dict[str, PaperFigures] = {
-    "D0": PaperFigures(0.62, 0.73, 8.9),
-    "D1": PaperFigures(3.90, 4.27, 9.2),
-    "D2": PaperFigures(13.56, 20.48, 12.4),
-    "D3": PaperFigures(26.56, 46.32, 23.1),
-    "D4": PaperFigures(36.76, 70.45, 28.7),
-    "D5": PaperFigures(67.73, 147.40, 32.8),
-    "D6": PaperFigures(86.10, 183.11, 37.7),
-}
+#: Table 5's figures, row by row of :data:`ASFD_FAMILY`.
+PAPER_TABLE5: dict[str, PaperFigures] = dict(zip(ASFD_FAMILY, (
+    PaperFigures(0.62, 0.73, 8.9),
+    PaperFigures(3.90, 4.27, 9.2),
+    PaperFigures(13.56, 20.48, 12.4),
+    PaperFigures(26.56, 46.32, 23.1),
+    PaperFigures(36.76, 70.45, 28.7),
+    PaperFigures(67.73, 147.40, 32.8),
+    PaperFigures(86.10, 183.11, 37.7),
+), strict=True))
 
 
-#: The levels a half-depth AutoFEM enhances (module docstring).
-HALF_DEPTH_LEVELS: tuple[str, ...] = LEVELS[2:]
+@dataclass(frozen=True)
+class HalfDepthReading:
+    """What an AutoFEM of depth 0.5 (D0-D2, Table 1) builds: feature ``modules`` on ``levels``."""
+
+    modules: tuple[str, ...]
+    levels: tuple[str, ...]
+
+    def options(self) -> dict[str, list[str]]:
+        """The ``model.options`` that select this reading."""
+        return {"feature_modules": list(self.modules), "enhanced_levels": list(self.levels)}
+
+
+#: Depth 0.5 as D0-D2 build it: AutoFEM-CPM alone on P3-P7, the reading that trains from scratch
+#: (README, "Detectors that learn").
+HALF_DEPTH = HalfDepthReading(("autofem_cpm",), LEVELS[1:])
+#: Both AutoFEM halves on P4-P7: within 10% of Table 5 for D0 and D1, but in 40 CPU minutes it
+#: learns no small faces (README, "The ASFD family"); ``model.options`` select it.
+TABLE5_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[2:])
 
 
 def autofem_modules(depth: float) -> tuple[str, ...]:
     """The feature-module cascade of an AutoFEM of ``depth`` layers (see the module docstring).
 
-    ``0.5 -> (autofem_fpn, autofem_cpm)`` (on :data:`HALF_DEPTH_LEVELS`);
+    ``0.5 -> HALF_DEPTH.modules`` (on ``HALF_DEPTH.levels``);
     ``n -> (autofem_fpn, autofem_cpm) * n`` for a positive integer n.
     """
     if depth == 0.5:
-        return ("autofem_fpn", "autofem_cpm")
+        return HALF_DEPTH.modules
     if depth >= 1 and float(depth).is_integer():
         return ("autofem_fpn", "autofem_cpm") * int(depth)
     raise ValueError(f"AutoFEM depth must be 0.5 or a positive integer, got {depth}")
 
 
 def anchors_from_dict(data: dict[str, Any]) -> AnchorGenerator:
-    """An :class:`AnchorGenerator` from a mapping (lists become tuples); an unknown key is a
-    ValueError naming it."""
-    known = {f.name for f in dataclasses.fields(AnchorGenerator)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"anchors: unknown key(s) {unknown}; known: {sorted(known)}")
-    return AnchorGenerator(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    """An :class:`AnchorGenerator` from a mapping (lists become tuples); an unknown key or a
+    wrong type is a :class:`~nas_search.runtime.ConfigError` naming it."""
+    return dataclass_from_dict(AnchorGenerator, data, "anchors")
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class ASFDConfig:
     cls_prior: float | None = 0.001
     passthrough_topdown: bool = True
     dual_shot: bool = True
-    anchors: AnchorGenerator = field(default_factory=AnchorGenerator)
+    anchors: AnchorGenerator = field(default_factory=lambda: AnchorGenerator(aspect_ratio=1.5))
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -169,7 +173,7 @@ class ASFDConfig:
         n = len(self.enhanced_levels)
         if n == 0 or self.enhanced_levels != LEVELS[len(LEVELS) - n:]:
             raise ValueError(f"enhanced_levels must be the coarsest levels of {LEVELS} (e.g. "
-                             f"{HALF_DEPTH_LEVELS}), got {self.enhanced_levels}")
+                             f"{HALF_DEPTH.levels}), got {self.enhanced_levels}")
 
     @property
     def passthrough(self) -> int:
@@ -186,26 +190,18 @@ class ASFDConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ASFDConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise a ValueError naming ``source``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown detector config keys {unknown}; "
-                             f"known: {sorted(known)}")
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; unknown keys and wrong types are a
+        :class:`~nas_search.runtime.ConfigError` naming ``source`` and the key."""
+        return dataclass_from_dict(cls, data, source=source)
 
 
 def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
     """Table 1's configuration of ``variant``, with field ``overrides`` (unknown ones are a
-    :class:`~detectors.config.ConfigError`)."""
-    try:
-        row = ASFD_FAMILY[variant]
-    except KeyError:
-        raise KeyError(f"unknown ASFD variant {variant!r}; choose from {sorted(ASFD_FAMILY)}") \
-            from None
+    :class:`~nas_search.runtime.ConfigError`)."""
+    row = ASFD_FAMILY[variant]
     base = ASFDConfig(backbone=row.backbone, width=row.width,
                       feature_modules=autofem_modules(row.fem_depth),
-                      enhanced_levels=HALF_DEPTH_LEVELS if row.fem_depth == 0.5 else LEVELS,
+                      enhanced_levels=HALF_DEPTH.levels if row.fem_depth == 0.5 else LEVELS,
                       head_depth=row.head_depth, fpn_fuse=row.fpn_fuse,
                       name=f"ASFD-{variant}")
     return replace_fields(base, overrides, f"model.options of ASFD-{variant}")
@@ -357,59 +353,96 @@ def build_asfd(
     return ASFD(asfd_config(variant, **overrides), resolve_genotype(genotype))
 
 
+# ----------------------------------------------------------------------------- model files
 CHECKPOINT_FORMAT = "asfd-model"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
+#: The format reference detectors were saved in before they shared :data:`CHECKPOINT_FORMAT`.
+LEGACY_REFERENCE_FORMAT = "asfd-reference-model"
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """A detector class a model file can hold, and how to rebuild one from the file's config
+    mapping and genotype (``source`` names the file in errors)."""
+
+    cls: type[nn.Module]
+    build: Callable[[dict[str, Any], Genotype | None, str], nn.Module]
+
+
+#: The detector classes :func:`save_model` writes, by the ``arch`` a model file records.
+MODEL_ARCHS: Registry[ModelArch] = Registry("model architecture")
+MODEL_ARCHS.add("asfd", ModelArch(ASFD, lambda config, genotype, source: ASFD(
+    ASFDConfig.from_dict(config, source=f"{source}: config"), genotype)))
 
 
 def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 checkpoint in version 2's terms: its passed-through levels had no top-down
-    path, its heads no norms and PyTorch's default init (``passthrough_topdown: false``,
-    ``head_norm: none``, ``cls_prior: null``), and its heads kept their tower convs at the even
-    indices of a ``tower`` Sequential (``heads.cls.tower.2.*`` is ``heads.cls.convs.1.*``)."""
-    if ckpt.get("version") != 1:
-        return ckpt
-    config = {**ckpt["config"], "head_norm": "none", "cls_prior": None,
-              "passthrough_topdown": False}
-    state = {}
-    for key, value in ckpt["state_dict"].items():
-        parts = key.split(".")
-        if parts[:1] == ["heads"] and parts[2:3] == ["tower"]:
-            key = ".".join([*parts[:2], "convs", str(int(parts[3]) // 2), *parts[4:]])
-        state[key] = value
-    return {**ckpt, "version": 2, "config": config, "state_dict": state}
+    """An older model file in the current version's terms.
+
+    Version 1: its passed-through levels had no top-down path, its heads no norms and PyTorch's
+    default init (``passthrough_topdown: false``, ``head_norm: none``, ``cls_prior: null``), and
+    its heads kept their tower convs at the even indices of a ``tower`` Sequential
+    (``heads.cls.tower.2.*`` is ``heads.cls.convs.1.*``). Versions 1-2 hold an ASFD (no
+    ``arch``). :data:`LEGACY_REFERENCE_FORMAT` files hold a reference detector of their
+    ``arch`` and no genotype."""
+    if ckpt.get("format") == LEGACY_REFERENCE_FORMAT and ckpt.get("version") == 1:
+        return {**ckpt, "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "genotype": None}
+    if ckpt.get("version") == 1:
+        config = {**ckpt["config"], "head_norm": "none", "cls_prior": None,
+                  "passthrough_topdown": False}
+        state = {}
+        for key, value in ckpt["state_dict"].items():
+            parts = key.split(".")
+            if parts[:1] == ["heads"] and parts[2:3] == ["tower"]:
+                key = ".".join([*parts[:2], "convs", str(int(parts[3]) // 2), *parts[4:]])
+            state[key] = value
+        ckpt = {**ckpt, "version": 2, "config": config, "state_dict": state}
+    if ckpt.get("version") == 2:
+        ckpt = {**ckpt, "version": 3, "arch": "asfd"}
+    return ckpt
 
 
-def save_model(model: ASFD, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write weights, config and genotype in one file, which :func:`load_model` rebuilds;
-    ``extra`` (plain values: provenance, epoch, metrics) is stored under ``"extra"``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
+def save_model(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write a detector of a :data:`MODEL_ARCHS` class (architecture name, config, genotype,
+    weights) in one file, atomically, which :func:`load_model` rebuilds; ``extra`` (plain
+    values: provenance, epoch, metrics) is stored under ``"extra"``."""
+    arch = next((name for name, a in MODEL_ARCHS.items() if isinstance(model, a.cls)), None)
+    if arch is None:
+        raise TypeError(f"cannot save a {type(model).__name__}: not a registered model "
+                        f"architecture {MODEL_ARCHS.names()}")
+    genotype = getattr(model, "genotype", None)
+    return save_checkpoint({
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
+        "arch": arch,
         "config": model.config.to_dict(),
-        "genotype": None if model.genotype is None else genotype_to_dict(model.genotype),
+        "genotype": None if genotype is None else genotype_to_dict(genotype),
         "state_dict": model.state_dict(),
         "extra": extra or {},
     }, path)
-    return path
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ASFD:
-    """Rebuild the detector saved by :func:`save_model`, load its weights, move it to
-    ``map_location``."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the detector saved by :func:`save_model` (or an older version of it), load its
+    weights, move it to ``map_location``. Reference detectors need
+    :mod:`detectors.reference_detectors` imported (it registers them)."""
     path = Path(path)
     ckpt = load_checkpoint(path, "model file")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an asfd model checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt not in (CHECKPOINT_FORMAT, LEGACY_REFERENCE_FORMAT):
+        raise ValueError(f"{path}: not an asfd model checkpoint (format {fmt!r}, expected "
+                         f"{CHECKPOINT_FORMAT!r}); training state checkpoints (last.pt) hold "
+                         "the model next to it as model.pt")
     ckpt = upgrade_checkpoint(ckpt)
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {ckpt.get('version')}, this asfd reads "
                          f"versions 1-{CHECKPOINT_VERSION}")
-    config = ASFDConfig.from_dict(ckpt["config"], source=f"{path}: config")
     genotype = None if ckpt["genotype"] is None else genotype_from_dict(
         ckpt["genotype"], known_ops=list_ops(), source=f"{path}: genotype")
-    model = ASFD(config, genotype)
+    if ckpt.get("arch") not in MODEL_ARCHS:
+        raise ValueError(f"{path}: model architecture {ckpt.get('arch')!r} is not registered "
+                         f"{MODEL_ARCHS.names()}")
+    model = MODEL_ARCHS[ckpt["arch"]].build(ckpt["config"], genotype, str(path))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location)
 

@@ -23,8 +23,8 @@ from typing import Callable, Mapping
 
 from torch import Tensor, nn
 
-from nas_search.checkpoint import load_checkpoint
 from nas_search.registry import Registry
+from nas_search.runtime import load_checkpoint
 
 BACKBONE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 EXTRA_STRIDES: tuple[int, ...] = (64, 128)

@@ -6,9 +6,9 @@ Every *arm* (search mode, cell output, intermediate nodes) runs the same protoco
    :class:`~nas_search.search.SearchConfig` (only mode, concat and nodes change);
 2. cost probe on the searched supernet: peak activation memory and wall time of one search
    step (a forward + backward pass on a weight batch, Gumbel sampling on; an architecture step
-   costs the same pass). Activation memory is measured, not estimated: on CPU the bytes autograd
-   saves for the backward pass (:class:`SavedTensorMeter`, each storage counted once, parameters
-   excluded); on CUDA ``torch.cuda.max_memory_allocated`` above the memory held before the step.
+   costs the same pass). Activation memory is measured, not estimated
+   (:class:`~nas_search.runtime.ActivationMeter`): on CPU the bytes autograd saves for the
+   backward pass, on CUDA the peak allocated above the memory held before the step.
 3. derivation into the same ASFD variant (D0 by default) and retraining with the same
    training config (:mod:`detectors.train`);
 4. WIDER Easy/Medium/Hard AP on held-out images.
@@ -37,52 +37,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from detectors.asfd import Variant
-from detectors.config import ConfigError
 from detectors.macs import count_parameters
 from detectors.pipeline import (
     PipelineConfig, held_out_split, retrain, retrain_config, run_search,
 )
 from detectors.search_task import FaceSearchSupernet, FaceSearchTask
 from detectors.train import TrainEvent
-from genotypes.schema import CONCAT_MODES, SEARCH_MODES, ConcatMode, Genotype, SearchMode
+from genotypes.schema import CONCAT_MODES, ConcatMode, Genotype
+from nas_search.runtime import ActivationMeter, ConfigError
 from nas_search.search import CHECKPOINT_FILE
+from nas_search.strategies import list_strategies
 
 COMPARE_CSV = "compare.csv"
 COMPARE_MD = "compare.md"
 
 
 # ----------------------------------------------------------------------------- cost probe
-class SavedTensorMeter:
-    """Bytes of the tensors autograd saves for the backward pass while the context is active.
-
-    Each storage is counted once (views share it); leaf tensors that require grad (parameters,
-    architecture parameters) are not activations and are skipped.
-    """
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self._storages: set[int] = set()
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, t: Tensor) -> Tensor:
-        if not (t.is_leaf and t.requires_grad):
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in self._storages:
-                self._storages.add(storage.data_ptr())
-                self.bytes += storage.nbytes()
-        return t
-
-    def __enter__(self) -> SavedTensorMeter:
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._hooks.__exit__(*exc)
-
-
 @dataclass(frozen=True)
 class StepCost:
     """Median over the timed steps: activation bytes and seconds of one forward + backward."""
@@ -108,23 +80,13 @@ def measure_step_cost(task: FaceSearchTask, model: FaceSearchSupernet, steps: in
     costs: list[tuple[int, float]] = []
     for i in range(steps + 1):
         batch = next(batches)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            held = torch.cuda.memory_allocated(device)
-        start = time.perf_counter()
-        with SavedTensorMeter() as meter:
-            loss = task.loss(model, batch)
-        loss.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            used = torch.cuda.max_memory_allocated(device) - held
-        else:
-            used = meter.bytes
+        with ActivationMeter(device) as meter:
+            start = time.perf_counter()
+            task.loss(model, batch).backward()
         elapsed = time.perf_counter() - start
         model.zero_grad(set_to_none=True)
         if i > 0:
-            costs.append((used, elapsed))
+            costs.append((meter.bytes, elapsed))
     return StepCost(int(statistics.median(c[0] for c in costs)),
                     statistics.median(c[1] for c in costs))
 
@@ -141,9 +103,10 @@ def _endless(task: FaceSearchTask) -> Iterator[Any]:
 # ----------------------------------------------------------------------------- arms and config
 @dataclass(frozen=True)
 class Arm:
-    """One row of Table 3: search mode, cell output and intermediate nodes per CPM cell."""
+    """One row of Table 3: search strategy (``mode``, a registered name), cell output and
+    intermediate nodes per CPM cell."""
 
-    mode: SearchMode
+    mode: str
     concat: ConcatMode
     n_nodes: int
 
@@ -187,8 +150,9 @@ class CompareSettings:
             except TypeError:
                 raise ConfigError(f"compare.arms[{i}]: expected mode, concat, n_nodes; "
                                   f"got {arm!r}") from None
-            if arms[-1].mode not in SEARCH_MODES or arms[-1].concat not in CONCAT_MODES:
-                raise ConfigError(f"compare.arms[{i}]: mode must be one of {SEARCH_MODES} and "
+            if arms[-1].mode not in list_strategies() or arms[-1].concat not in CONCAT_MODES:
+                raise ConfigError(f"compare.arms[{i}]: mode must be a registered search strategy "
+                                  f"({', '.join(list_strategies())}) and "
                                   f"concat one of {CONCAT_MODES}, got {arm!r}")
         if len({a.name for a in arms}) != len(arms):
             raise ConfigError("compare.arms: an arm is listed twice")

@@ -32,12 +32,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
+import detectors.reference_detectors  # noqa: F401  (registers their model architecture)
+from detectors.asfd import load_model
 from detectors.box_ops import box_iou, decode, nms
 from detectors.data.image import load_image, read_image_size, to_rgb8, to_tensor
 from detectors.data.wider import IMAGE_EXTENSIONS, image_key, read_image_list
 from detectors.evaluation.wider_eval import write_wider_predictions
 from detectors.heads import ShotOutput
-from detectors.reference_detectors import load_detector
 
 ImageInput = np.ndarray | Image.Image | str | Path
 
@@ -327,9 +328,8 @@ class Detector(DetectorBase):
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Detector:
-        """A detector from any model file :func:`~detectors.reference_detectors.load_detector`
-        reads."""
-        return cls(load_detector(path), **kwargs)
+        """A detector from any model file :func:`~detectors.asfd.load_model` reads."""
+        return cls(load_model(path), **kwargs)
 
     @torch.inference_mode()
     def raw(self, batch: Tensor) -> tuple[Tensor, Tensor]:

@@ -36,9 +36,9 @@ from torch import Tensor, nn
 
 from nas_search.registry import Registry
 from detectors.box_ops import VARIANCES, decode, encode
-from detectors.config import ConfigError
 from detectors.heads import DetectorOutput, ShotOutput
 from detectors.matching import match_batch
+from nas_search.runtime import ConfigError
 
 RegressionLoss = Literal["diou", "smooth_l1"]
 

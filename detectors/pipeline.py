@@ -29,12 +29,9 @@ import torch.multiprocessing as mp
 import yaml
 
 from detectors.asfd import (
-    ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, build_asfd, save_model,
+    ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, autofem_modules, build_asfd, save_model,
 )
-from detectors.config import (
-    ConfigError, DataSource, TrainConfig, apply_overrides, config_from_dict, dataclass_from_dict,
-    load_yaml, read_config_file, refuse_changes,
-)
+from detectors.config import DataSource, TrainConfig, config_from_dict
 from detectors.data.synthetic import ANNOTATION_FILE, make_synthetic
 from detectors.macs import Profile, profile_model
 from detectors.search_task import FaceSearchTask, SearchFile, search_file_from_dict
@@ -42,6 +39,10 @@ from detectors.train import STATE_FILE, TrainEvent, TrainResult, train
 from genotypes.io import load_genotype
 from genotypes.schema import Genotype
 from nas_search.registry import list_ops
+from nas_search.runtime import (
+    ConfigError, DistContext, apply_overrides, cpu_threads, dataclass_from_dict, load_yaml, rank,
+    read_config_file, refuse_changes, resolve_device,
+)
 from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, ProgressFn, search
 from nas_search.supernet import Supernet
 
@@ -73,7 +74,7 @@ def _free_port() -> int:
 def _gloo_worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(cpu_threads(0, DistContext(rank, world)))
     try:
         fn(*args)
     finally:
@@ -105,18 +106,14 @@ def spawn_gloo(fn: Callable[..., Any], nproc: int, *args: Any) -> None:
 def init_from_env() -> Iterator[int]:
     """Join the gloo process group described by ``torchrun``'s environment (``WORLD_SIZE`` > 1)
     for the duration of the block; yields this process's rank (0 without torchrun)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        yield dist.get_rank() if dist.is_initialized() else 0
+    if not DistContext.current().enabled or dist.is_initialized():
+        yield rank()
         return
     dist.init_process_group("gloo")
     try:
-        yield dist.get_rank()
+        yield rank()
     finally:
         dist.destroy_process_group()
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 # ----------------------------------------------------------------------------- search
@@ -140,19 +137,11 @@ def search_steps(spec: SearchFile, data: DataSource) -> int:
     return FaceSearchTask(spec.task, data, spec.search.seed).steps_per_epoch * spec.search.epochs
 
 
-def rank_device(device: str) -> str:
-    """``device`` for this process: in a process group, plain ``cuda`` means this rank's GPU
-    (``LOCAL_RANK`` under torchrun, else the rank, modulo the GPUs present)."""
-    if device != "cuda" or not dist.is_initialized():
-        return device
-    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return f"cuda:{local % torch.cuda.device_count()}"
-
-
 def _search_in_process(spec: SearchFile, data: DataSource, run_dir: Path, resume: bool,
                        progress: ProgressFn | None = None) -> Supernet:
     task = FaceSearchTask(spec.task, data, seed=spec.search.seed)
-    config = dataclasses.replace(spec.search, device=rank_device(spec.search.device))
+    device = resolve_device(spec.search.device, DistContext.current())
+    config = dataclasses.replace(spec.search, device=str(device))
     return search(task, config, run_dir, resume=resume, progress=progress).model
 
 
@@ -170,14 +159,14 @@ def run_search(spec: SearchFile, data: DataSource, run_dir: str | Path, resume: 
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         check_search_resume(spec, data, run_dir)
-    if _rank() == 0:
+    if rank() == 0:
         (run_dir / SEARCH_CONFIG_FILE).write_text(search_settings(spec, data))
     supernet = None
     if nproc > 1:
         spawn_gloo(_search_in_process, nproc, spec, data, run_dir, resume)
     else:
         supernet = _search_in_process(spec, data, run_dir, resume, progress)
-    if _rank() != 0:
+    if rank() != 0:
         return None
     return dataclasses.replace(render_search(run_dir, render), supernet=supernet)
 
@@ -231,12 +220,16 @@ def resolve_search_output(source: str | Path) -> Path | str:
 def feature_modules_for(variant: Variant, genotype: Genotype) -> tuple[str, ...]:
     """The variant's AutoFEM cascade restricted to the parts ``genotype`` has.
 
-    A search yields one part (``fpn`` or ``cells``); every variant's cascade has both, and keeps
-    the searched part alone, e.g. D0 of a CPM search gets AutoFEM-CPM.
+    A search yields one part (``fpn`` or ``cells``); the variant keeps the searched part alone,
+    e.g. D3 of a CPM search gets AutoFEM-CPM. A variant whose cascade lacks every searched part
+    (D0-D2 build the CPM alone) runs the searched parts of a full AutoFEM layer on its levels.
     """
     has = {"autofem_fpn": genotype.fpn is not None, "autofem_cpm": bool(genotype.cells)}
     cascade = asfd_config(variant).feature_modules
-    return tuple(m for m in cascade if m not in GENOTYPE_FEATURE_MODULES or has[m])
+    kept = tuple(m for m in cascade if m not in GENOTYPE_FEATURE_MODULES or has[m])
+    if any(m in GENOTYPE_FEATURE_MODULES for m in kept):
+        return kept
+    return tuple(m for m in autofem_modules(1) if has[m])
 
 
 def feature_overrides(variant: Variant, genotype: Genotype) -> dict[str, tuple[str, ...]]:
@@ -302,10 +295,7 @@ def load_pipeline_config(path: str | Path | None, settings_type: type[SettingsT]
                                         source)
     train = data.get("train") or {}
     config_from_dict(copy.deepcopy(train), f"{source}: train")  # validate early
-    try:
-        settings = dataclass_from_dict(settings_type, data.get(section) or {}, section)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    settings = dataclass_from_dict(settings_type, data.get(section) or {}, section, source)
     return PipelineConfig(search_part, train, settings)
 
 

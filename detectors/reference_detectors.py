@@ -6,38 +6,35 @@ channels -> FPN (:func:`search_spaces.baselines.fpn`) -> SSH context module per 
 classification and a 1x1 regression conv per level, two square anchors per location (16/32,
 64/128, 256/512), a single shot, trained with smooth-L1 + softmax CE (loss ``retinaface``).
 Differences from the original, all from reusing the shared FPN: a 3x3 merge conv also on the top
-level (+37k parameters, +0.011 G MACs at 640x480), ReLU instead of LeakyReLU after the merges,
-bilinear instead of nearest up-sampling. Without landmarks, it has ~0.46M parameters and
-~0.74 G MACs at 640x480 (facts.md: ~0.43M / ~0.74 G with the landmark heads).
+level, ReLU instead of LeakyReLU after the merges, bilinear instead of nearest up-sampling (sizes
+against the original's: README, "Data, training, inference, evaluation, export").
 
 ``dsfd_like``: the dual-shot framework of :mod:`detectors.asfd` with DSFD's FEM (``fem_fpn``
 then ``fem_cpm``) in place of AutoFEM; by default on D0's backbone, width and heads, so that it
 compares with ASFD-D0 module for module (Table 2's setting); ``backbone``, ``width`` and
 ``head_depth`` are options. It is an :class:`~detectors.asfd.ASFD` and saves like one.
 
-Both are registered in :data:`REFERENCE_DETECTORS` and load back with :func:`load_detector`,
-which reads both checkpoint formats.
+Both are registered in :data:`REFERENCE_DETECTORS`; :func:`detectors.asfd.save_model` and
+:func:`~detectors.asfd.load_model` save and load them (the RetinaFace-style one is the model
+architecture ``retinaface``).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from detectors.anchors import AnchorGenerator, Shot
-from detectors.asfd import (
-    ASFD, CHECKPOINT_FORMAT, asfd_config, build_feature_cascade, load_model, save_model,
-)
+from detectors.asfd import ASFD, MODEL_ARCHS, ModelArch, asfd_config, build_feature_cascade
 from detectors.backbones import build_backbone
-from detectors.config import replace_fields
 from detectors.heads import DetectorOutput, ShotOutput
 from genotypes.schema import LEVELS
-from nas_search.checkpoint import load_checkpoint
+from nas_search.registry import Registry
+from nas_search.runtime import dataclass_from_dict, replace_fields
 from search_spaces.baselines import PerLevel, register_feature_module
 from search_spaces.ops import ConvBNAct
 
@@ -137,17 +134,17 @@ class RetinaFaceConfig:
     anchors: MultiAnchorGenerator = field(default_factory=MultiAnchorGenerator)
     name: str = "RetinaFace-MobileNet0.25"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_modules", tuple(self.feature_modules))
+        if isinstance(self.anchors, dict):  # a checkpoint, YAML or model.options give a mapping
+            object.__setattr__(self, "anchors",
+                               dataclass_from_dict(MultiAnchorGenerator, self.anchors, "anchors"))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RetinaFaceConfig:
-        data = dict(data)
-        data["feature_modules"] = tuple(data.get("feature_modules", cls.feature_modules))
-        if isinstance(data.get("anchors"), dict):
-            a = data["anchors"]
-            data["anchors"] = MultiAnchorGenerator(tuple(a["strides"]),
-                                                   tuple(tuple(s) for s in a["sizes"]))
         return cls(**data)
 
 
@@ -180,26 +177,15 @@ class RetinaFaceStyle(nn.Module):
 
 # ----------------------------------------------------------------------------- registry
 DetectorFactory = Callable[..., nn.Module]
-REFERENCE_DETECTORS: dict[str, DetectorFactory] = {}
-
-
-def register_reference_detector(name: str) -> Callable[[DetectorFactory], DetectorFactory]:
-    def deco(factory: DetectorFactory) -> DetectorFactory:
-        if name in REFERENCE_DETECTORS:
-            raise KeyError(f"reference detector {name!r} is already registered")
-        REFERENCE_DETECTORS[name] = factory
-        return factory
-
-    return deco
+REFERENCE_DETECTORS: Registry[DetectorFactory] = Registry("reference detector")
+register_reference_detector = REFERENCE_DETECTORS.register
+MODEL_ARCHS.add("retinaface", ModelArch(RetinaFaceStyle, lambda config, genotype, source:
+                                        RetinaFaceStyle(RetinaFaceConfig.from_dict(config))))
 
 
 def build_reference_detector(name: str, **options) -> nn.Module:
-    try:
-        factory = REFERENCE_DETECTORS[name]
-    except KeyError:
-        raise KeyError(f"unknown reference detector {name!r}; registered: "
-                       f"{sorted(REFERENCE_DETECTORS)}") from None
-    return factory(**options)
+    """The reference detector registered as ``name``, built with ``options``."""
+    return REFERENCE_DETECTORS[name](**options)
 
 
 @register_reference_detector("retinaface_mnet025")
@@ -218,45 +204,3 @@ def dsfd_like(backbone: str = "mobilenet0.25", width: int = 64, head_depth: int 
                          feature_modules=("fem_fpn", "fem_cpm"), name=f"DSFD-like ({backbone})",
                          **overrides)
     return ASFD(config)
-
-
-# ----------------------------------------------------------------------------- model files
-REFERENCE_FORMAT = "asfd-reference-model"
-REFERENCE_VERSION = 1
-
-
-def save_reference_model(model: RetinaFaceStyle, path: str | Path,
-                         extra: dict[str, Any] | None = None) -> Path:
-    """Weights and :class:`RetinaFaceConfig` in one file (the layout of ``asfd.save_model``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": REFERENCE_FORMAT, "version": REFERENCE_VERSION,
-                "arch": "retinaface", "config": model.config.to_dict(),
-                "state_dict": model.state_dict(), "extra": extra or {}}, path)
-    return path
-
-
-def load_detector(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Any detector file this toolkit writes: an ASFD / DSFD-like (``asfd.save_model``) or a
-    RetinaFace-style model (:func:`save_reference_model`)."""
-    path = Path(path)
-    ckpt = load_checkpoint(path, "model file", map_location)
-    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt == CHECKPOINT_FORMAT:
-        return load_model(path, map_location)
-    if fmt != REFERENCE_FORMAT:
-        raise ValueError(f"{path}: not an asfd model file (format {fmt!r}; expected "
-                         f"{CHECKPOINT_FORMAT!r} or {REFERENCE_FORMAT!r}); training state "
-                         "checkpoints (last.pt) hold the model next to it as model.pt")
-    model = RetinaFaceStyle(RetinaFaceConfig.from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model
-
-
-def save_detector(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Save any detector :func:`load_detector` reads."""
-    if isinstance(model, RetinaFaceStyle):
-        return save_reference_model(model, path, extra)
-    if isinstance(model, ASFD):
-        return save_model(model, path, extra)
-    raise TypeError(f"cannot save a {type(model).__name__}: not an ASFD or a reference detector")

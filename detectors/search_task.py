@@ -32,29 +32,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from detectors.anchors import AnchorGenerator
 from detectors.asfd import ASFDConfig, DualShotDetector, FeatureCascade, head_map_count
 from detectors.backbones import build_backbone, load_pretrained
-from detectors.config import (
-    ConfigError, DataSource, apply_overrides, dataclass_from_dict, read_config_file,
+from detectors.config import DataSource
+from detectors.data.loader import (
+    DetectionBatch, FaceDetectionDataset, build_dataloader, prepare_batch, set_epoch,
 )
-from detectors.data.loader import FaceDetectionDataset, build_dataloader, set_epoch
 from detectors.data.wider import FaceSample
 from detectors.heads import DetectionHeads
 from detectors.losses import DRMCLoss
 from detectors.train import load_samples, split_images
-from genotypes.schema import ConcatMode, FPNPathway, Genotype, GenotypeMeta, SearchMode
+from genotypes.schema import ConcatMode, FPNPathway, Genotype, GenotypeMeta
+from nas_search.runtime import (
+    ConfigError, apply_overrides, dataclass_from_dict, read_config_file, world_size,
+)
 from nas_search.search import SearchConfig
+from nas_search.strategies import get_strategy
 from nas_search.supernet import Supernet
 from search_spaces.baselines import build_feature_module
 from search_spaces.cpm import AutoFEMCPMSearch
 from search_spaces.fpn import AutoFEMFPNSearch
 
 SearchTarget = Literal["fpn", "cpm"]
-Batch = tuple[Tensor, list[Tensor]]
 
 
 @dataclass
@@ -64,11 +66,12 @@ class FaceSearchConfig:
     ``base_fpn`` (``target="cpm"`` only) is a registered feature module run before the CPM
     supernets; ``"none"`` searches the CPMs on the lateral pyramid. ``fpn_pathway``
     (``target="fpn"`` only) is what the AutoFEM-FPN paths read (:mod:`search_spaces.fpn`; the
-    genotype records it). ``arch_fraction`` is the
-    share of the images held out for the architecture steps; ``max_images`` caps the images
-    read (after the split of ``DataSource``), for quick runs. ``loss`` holds keyword arguments
-    of :class:`~detectors.losses.DRMCLoss` (``margin``, ``lambda1``, ``lambda2``...; its
-    defaults when absent).
+    genotype records it). ``mode`` (``target="cpm"`` only) is the registered name of the CPM
+    search strategy (:mod:`nas_search.strategies`); the FPN is searched by ``pcdarts``.
+    ``arch_fraction`` is the share of the images held out for the architecture steps;
+    ``max_images`` caps the images read (after the split of ``DataSource``), for quick runs.
+    ``loss`` holds keyword arguments of :class:`~detectors.losses.DRMCLoss` (``margin``,
+    ``lambda1``, ``lambda2``...; its defaults when absent).
     """
 
     target: SearchTarget = "cpm"
@@ -78,7 +81,7 @@ class FaceSearchConfig:
     head_depth: int = 1
     base_fpn: str = "fem_fpn"
     fpn_pathway: FPNPathway = "recursive"
-    mode: SearchMode = "top1_tree"
+    mode: str = "top1_tree"
     concat: ConcatMode = "cat_leaf"
     n_nodes: int = 6
     k: int = 4
@@ -91,6 +94,10 @@ class FaceSearchConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            get_strategy(self.mode)
+        except KeyError as exc:  # names the registered strategies
+            problems.append(f"mode: {exc.args[0]}")
         if self.channels % self.k:
             problems.append(f"channels={self.channels} must be divisible by k={self.k}")
         if self.n_nodes < 1:
@@ -124,11 +131,8 @@ def search_file_from_dict(data: dict[str, Any], source: str = "search config") -
     unknown = sorted(set(data) - {"task", "search"})
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; use task.* or search.*")
-    try:
-        task = dataclass_from_dict(FaceSearchConfig, data.get("task") or {}, "task")
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    return SearchFile(task, SearchConfig.from_dict(data.get("search") or {}, f"{source}: search"))
+    return SearchFile(dataclass_from_dict(FaceSearchConfig, data.get("task") or {}, "task", source),
+                      dataclass_from_dict(SearchConfig, data.get("search") or {}, "search", source))
 
 
 #: Sections of the search-then-retrain configs (:mod:`detectors.pipeline`) that a search skips,
@@ -182,16 +186,12 @@ class FaceSearchSupernet(Supernet, DualShotDetector):
                 f"{c.image_size} px" + (f", base FPN {c.base_fpn}" if c.target == "cpm" else ""))
         if c.target == "fpn":
             return Genotype(fpn=self.search_module.derive(), meta=GenotypeMeta(
-                search_space="autofem_fpn", op_set=self.search_module.op_set, mode="pcdarts",
+                search_space="autofem_fpn", op_set=self.search_module.op_set,
+                mode=self.search_module.strategy.name,
                 partial_channels_k=c.k, note=note))
         return Genotype(cells=self.search_module.derive(top_k), meta=GenotypeMeta(
             search_space="autofem_cpm", op_set=self.search_module.op_set, mode=c.mode,
             nodes=c.n_nodes, partial_channels_k=c.k, note=note))
-
-
-def _world_size() -> int:
-    """Processes in the initialised process group (1 when not distributed)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class FaceSearchTask:
@@ -212,7 +212,7 @@ class FaceSearchTask:
                              "use a folder with at least 2 images per event")
         self.weight_samples: list[FaceSample] = list(weight)
         self.arch_samples: list[FaceSample] = list(arch)
-        world = _world_size()
+        world = world_size()
         distributed = world > 1
         size = config.image_size
         self._train = build_dataloader(
@@ -234,21 +234,19 @@ class FaceSearchTask:
     def build_supernet(self) -> FaceSearchSupernet:
         return FaceSearchSupernet(self.config)
 
-    def train_batches(self, epoch: int) -> Iterable[Batch]:
+    def train_batches(self, epoch: int) -> Iterable[DetectionBatch]:
         set_epoch(self._train, epoch)
         return self._train
 
-    def val_batches(self, epoch: int) -> Iterable[Batch]:
+    def val_batches(self, epoch: int) -> Iterable[DetectionBatch]:
         """Architecture batches. The engine zips them with the weight batches (DARTS), so a
         searching epoch has ``min(len(train), len(val))`` steps."""
         set_epoch(self._val, epoch)
         return self._val
 
-    def loss(self, model: FaceSearchSupernet, batch: Batch) -> Tensor:
-        images, boxes = batch
-        device = next(model.parameters()).device
-        output = model(images.to(device), first_shot=True)
-        return self.criterion(output, [b.to(device) for b in boxes]).total
+    def loss(self, model: FaceSearchSupernet, batch: DetectionBatch) -> Tensor:
+        images, boxes = prepare_batch(batch, next(model.parameters()).device)
+        return self.criterion(model(images, first_shot=True), boxes).total
 
     def evaluate(self, model: FaceSearchSupernet) -> dict[str, float]:
         """``val_loss``: the mean DRMC loss (both shots) over the architecture images."""

@@ -7,9 +7,9 @@ of the iteration (:func:`lr_at`), set on the optimizer before each step, so a ch
 no scheduler state beyond the iteration counter. Mixed precision (fp16 autocast + GradScaler)
 on CUDA only; the loss is computed in fp32. Gradients are clipped to ``optim.grad_clip``.
 
-Files in ``out_dir`` (rank 0 only): ``config.yaml``; ``last.pt`` (training state: model,
-optimizer, grad scaler, epoch / batch / iteration counters, elapsed time, RNG states; written to a
-temporary file then ``os.replace``-d, so a crash never leaves a torn checkpoint);
+Files in ``out_dir`` (rank 0 only, ``.pt`` files written atomically): ``config.yaml``;
+``last.pt`` (training state: model, optimizer, grad scaler, epoch / batch / iteration counters,
+elapsed time, RNG states);
 ``model.pt`` (the detector alone, for ``asfd detect / eval / export``); ``metrics.csv`` (one
 ``train`` row every ``run.log_every`` iterations and one ``eval`` row per evaluation).
 
@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import random
 import time
 import warnings
 from collections.abc import Collection, Iterable, Sequence
@@ -51,13 +49,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from detectors.asfd import ASFD_FAMILY, build_asfd, genotype_source
+from detectors.asfd import ASFD_FAMILY, build_asfd, genotype_source, load_model, save_model
 from detectors.backbones import load_pretrained
 from detectors.config import (
-    ConfigError, DataSource, EvalConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
-    is_under, refuse_changes,
+    DataSource, EvalConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
 )
-from detectors.data.loader import FaceDetectionDataset, build_dataloader, set_epoch
+from detectors.data.loader import (
+    DetectionBatch, FaceDetectionDataset, build_dataloader, prepare_batch, set_epoch,
+)
 from detectors.data.wider import FaceSample, WiderDataset, read_image_list
 from detectors.evaluation.wider_eval import (
     SETTINGS, WiderGroundTruth, WiderResult, evaluate_wider, load_wider_ground_truth,
@@ -66,11 +65,12 @@ from detectors.evaluation.wider_eval import (
 from detectors.heads import DetectorOutput, ShotOutput
 from detectors.inference import Detector, DetectorBase, MultiScaleTest, PostProcess, as_numpy
 from detectors.losses import build_loss
-from detectors.reference_detectors import (
-    REFERENCE_DETECTORS, build_reference_detector, load_detector, save_detector,
+from detectors.reference_detectors import REFERENCE_DETECTORS, build_reference_detector
+from nas_search.runtime import (
+    NUMPY_ARRAY_GLOBALS, ConfigError, DistContext, NonFiniteLossError, atomic_path, cpu_threads,
+    is_under, load_checkpoint, refuse_changes, resolve_device, rng_state, save_checkpoint,
+    seed_everything, set_rng_state,
 )
-from nas_search.checkpoint import NUMPY_ARRAY_GLOBALS, load_checkpoint
-from nas_search.search import available_device
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.pt"
@@ -83,10 +83,6 @@ RESUME_FREE: tuple[str, ...] = ("run.threads", "run.log_every", "run.checkpoint_
 #: Settings a resumed run may change when the user allows each (``--allow-change KEY``): the time
 #: budget, the number of epochs, and what and how it evaluates.
 RESUME_ALLOWABLE: tuple[str, ...] = ("run.max_minutes", "schedule.epochs", "eval", "data.val")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the iteration and the batch's images."""
 
 
 # ----------------------------------------------------------------------------- data selection
@@ -203,7 +199,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     elif cfg.name in REFERENCE_DETECTORS:
         model = build_reference_detector(cfg.name, **cfg.options)
     elif Path(cfg.name).is_file():
-        model = load_detector(cfg.name)
+        model = load_model(cfg.name)
     else:
         raise KeyError(f"model.name {cfg.name!r} is no ASFD variant {sorted(ASFD_FAMILY)}, "
                        f"no reference detector {sorted(REFERENCE_DETECTORS)} and no model file")
@@ -252,44 +248,6 @@ def lr_at(iteration: int, iters_per_epoch: int, base_lr: float, schedule: Schedu
 
 
 # ----------------------------------------------------------------------------- distributed
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a ``torchrun`` launch (world size 1 without one)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def current(cls) -> DistContext:
-        """From the initialised process group if there is one, else ``torchrun``'s variables."""
-        env = os.environ
-        if dist.is_available() and dist.is_initialized():
-            rank = dist.get_rank()
-            return cls(rank, dist.get_world_size(), int(env.get("LOCAL_RANK", rank)))
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-                   int(env.get("LOCAL_RANK", 0)))
-
-
-def resolve_device(name: str, ctx: DistContext) -> torch.device:
-    """``auto``: this local rank's GPU when CUDA is available, else the CPU; a CUDA device this
-    machine lacks is a ValueError."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = available_device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", ctx.local_rank)
-    return device
-
-
 def init_process_group(ctx: DistContext, device: torch.device) -> None:
     """Join the ``env://`` group (gloo on CPU, NCCL on GPU). Rank 0 evaluates while the others
     wait at their next collective, hence the generous timeout."""
@@ -298,14 +256,6 @@ def init_process_group(ctx: DistContext, device: torch.device) -> None:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 init_method="env://", timeout=timedelta(hours=2))
-
-
-def cpu_threads(requested: int, ctx: DistContext) -> int:
-    """``requested``, or the cores shared out among the local processes (at least 1)."""
-    if requested > 0:
-        return requested
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
-    return max(1, (os.cpu_count() or 1) // local)
 
 
 # ----------------------------------------------------------------------------- loader
@@ -328,45 +278,17 @@ class ResumableSampler(Sampler[int]):
 
 
 def resumable(loader: DataLoader) -> DataLoader:
-    """The same loader (dataset, collate, worker seeding, generator) with a
+    """The same loader (dataset, collate, worker seeding, generator, worker settings) with a
     :class:`ResumableSampler` around its sampler."""
     return DataLoader(loader.dataset, batch_size=loader.batch_size,
                       sampler=ResumableSampler(loader.sampler), num_workers=loader.num_workers,
                       collate_fn=loader.collate_fn, worker_init_fn=loader.worker_init_fn,
                       generator=loader.generator, drop_last=loader.drop_last,
-                      pin_memory=loader.pin_memory)
+                      pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers,
+                      prefetch_factor=loader.prefetch_factor)
 
 
 # ----------------------------------------------------------------------------- state
-def atomic_save(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` onto it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 @dataclass
 class Progress:
     """Where a run stands; saved in ``last.pt``. ``batch`` counts the batches of ``epoch``
@@ -399,10 +321,8 @@ class MetricsLog:
                 col = self.fields.index("iteration")
                 rows = [r for r in reader if len(r) == len(self.fields)  # a torn last line goes
                         and r[col].isdigit() and int(r[col]) <= resume_iteration]
-            tmp = path.with_name(f".{path.name}.tmp")
-            with tmp.open("w", newline="") as f:
+            with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
                 csv.writer(f).writerows([self.fields, *rows])
-            os.replace(tmp, path)
 
     def write(self, row: dict[str, Any]) -> None:
         if self.fields is None:
@@ -496,7 +416,7 @@ class Trainer:
                                        seed=config.run.seed)
         self.loader = resumable(build_dataloader(
             dataset, config.data.batch_size, config.data.workers, config.run.seed,
-            shuffle=True, distributed=self.ctx.enabled, drop_last=True))
+            shuffle=True, distributed=self.ctx.enabled, drop_last=True, device=self.device))
         self.iters_per_epoch = len(self.loader)
         if self.iters_per_epoch == 0:
             raise ValueError(f"{len(self.samples)} training image(s) make no full batch of "
@@ -559,15 +479,14 @@ class Trainer:
         """Write ``last.pt`` and ``model.pt`` (rank 0)."""
         if not self.ctx.is_main:
             return
-        atomic_save({"format": STATE_FORMAT, "config": self.config.to_dict(),
-                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scaler": self.scaler.state_dict(), "progress": vars(self.progress),
-                     "rng": rng_state()}, self.out_dir / STATE_FILE)
-        tmp = self.out_dir / f".{MODEL_FILE}.tmp"
-        save_detector(self.model, tmp, extra={"epoch": self.progress.epoch,
-                                              "iteration": self.progress.iteration,
-                                              "metrics": self.progress.metrics})
-        os.replace(tmp, self.out_dir / MODEL_FILE)
+        save_checkpoint({"format": STATE_FORMAT, "config": self.config.to_dict(),
+                         "model": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict(),
+                         "scaler": self.scaler.state_dict(), "progress": vars(self.progress),
+                         "rng": rng_state()}, self.out_dir / STATE_FILE)
+        save_model(self.model, self.out_dir / MODEL_FILE,
+                   extra={"epoch": self.progress.epoch, "iteration": self.progress.iteration,
+                          "metrics": self.progress.metrics})
         self._emit("checkpoint", message=str(self.out_dir / STATE_FILE))
 
     # -- reporting
@@ -617,12 +536,14 @@ class Trainer:
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return bool(flags[0]), bool(flags[1])
 
-    def step(self, images: Tensor, boxes: list[Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """One optimisation step; returns the loss (not yet checked) and its parts."""
+    def step(self, batch: DetectionBatch) -> tuple[Tensor, dict[str, float]]:
+        """One optimisation step; returns the loss (not yet checked) and its parts. The batch's
+        photometric augmentation and normalisation run here, on the device
+        (:func:`~detectors.data.loader.prepare_batch`)."""
+        images, boxes = prepare_batch(batch, self.device, self.memory_format)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            output = self.net(images.to(self.device, non_blocking=True,
-                                        memory_format=self.memory_format))
-        result = self.loss(_float_output(output), [b.to(self.device) for b in boxes])
+            output = self.net(images)
+        result = self.loss(_float_output(output), boxes)
         return result.total, {k: float(v) for k, v in result.parts.items()}
 
     def run(self) -> TrainResult:
@@ -639,13 +560,13 @@ class Trainer:
             sampler.skip = p.batch * cfg.data.batch_size
             set_epoch(self.loader, p.epoch)
             order = list(sampler.sampler)
-            for images, boxes in self.loader:
+            for batch in self.loader:
                 used = (time.perf_counter() - start) / budget_s if budget_s else 0.0
                 lr = lr_at(p.iteration, self.iters_per_epoch, cfg.optim.lr, cfg.schedule,
                            self._agree(used))
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss, parts = self.step(images, boxes)
+                loss, parts = self.step(batch)
                 p.elapsed_s = time.perf_counter() - start
                 local_nonfinite = not torch.isfinite(loss).item()
                 nonfinite, stop = self._sync_flags(local_nonfinite,
@@ -666,7 +587,7 @@ class Trainer:
                 self.scaler.update()
                 p.iteration += 1
                 p.batch += 1
-                window_images += len(images) * self.ctx.world_size
+                window_images += len(batch.images) * self.ctx.world_size
                 if p.iteration % cfg.run.log_every == 0 or p.batch == self.iters_per_epoch:
                     now = time.perf_counter()
                     speed = window_images / max(now - window_start, 1e-9)

@@ -28,7 +28,8 @@ import optuna
 
 from detectors.asfd import Variant
 from detectors.pipeline import PipelineConfig, retrain_config
-from detectors.train import NonFiniteLossError, TrainEvent, train
+from detectors.train import TrainEvent, train
+from nas_search.runtime import NonFiniteLossError
 
 Objective = Literal["easy", "medium", "hard"]
 SQLITE_TIMEOUT_S = 60

@@ -1,7 +1,7 @@
 """The genotype format: schema, YAML load/save, validation, and the shipped library."""
 from genotypes.schema import (
-    CONCAT_MODES, FPN_PATHS, GENOTYPE_VERSION, LEVELS, SEARCH_MODES, CellGenotype, ConcatMode,
-    Edge, FPNGenotype, FPNLevelGenotype, FPNPath, Genotype, GenotypeMeta, NodeGenotype, SearchMode,
+    CONCAT_MODES, FPN_PATHS, GENOTYPE_VERSION, LEVELS, CellGenotype, ConcatMode, Edge,
+    FPNGenotype, FPNLevelGenotype, FPNPath, Genotype, GenotypeMeta, NodeGenotype,
 )
 from genotypes.validate import (
     DEFAULT_LIMITS, GenotypeError, GenotypeLimits, cell_graph, validate_genotype,

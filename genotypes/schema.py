@@ -1,8 +1,9 @@
 """The genotype data model: what a search emits and a derivation consumes.
 
 Node numbering inside a cell: node 0 is the cell input, intermediate nodes are 1..n. Node ``j``
-may take parents from ``0..j-1``. A ``top1_tree`` genotype has exactly one edge per node (a tree
-rooted at node 0); a ``pcdarts`` genotype has ``top_k`` edges per node (a DAG).
+may take parents from ``0..j-1``. How many edges a node has is the rule of the search strategy
+``meta.mode`` names (``nas_search.strategies``: one for ``top1_tree``, a tree rooted at node 0;
+up to ``top_k`` for ``pcdarts``, a DAG).
 
 Output of a cell (the paper's Sec. 3.2): ``cat_all`` concatenates every intermediate node,
 ``cat_leaf`` only the leaves (intermediate nodes that no other node takes as a parent).
@@ -17,12 +18,10 @@ from typing import Literal
 GENOTYPE_VERSION = 1
 
 ConcatMode = Literal["cat_all", "cat_leaf"]
-SearchMode = Literal["pcdarts", "top1_tree"]
 FPNPath = Literal["same", "td", "bu"]
 FPNPathway = Literal["recursive", "one_hop"]
 
 CONCAT_MODES: tuple[str, ...] = ("cat_all", "cat_leaf")
-SEARCH_MODES: tuple[str, ...] = ("pcdarts", "top1_tree")
 FPN_PATHS: tuple[str, ...] = ("same", "td", "bu")
 #: What the ``td`` / ``bu`` paths of AutoFEM-FPN read (Eq. 2, ``search_spaces.fpn``):
 #: ``recursive`` the previous level's path feature (Fig. 3(d), PANet/BiFPN), ``one_hop`` the
@@ -103,7 +102,8 @@ class FPNGenotype:
 
 @dataclass
 class GenotypeMeta:
-    """Provenance of a genotype. Every field is optional except what the validator needs."""
+    """Provenance of a genotype. Every field is optional except what the validator needs;
+    ``mode`` is the registered name of the search strategy that derived the cells."""
 
     search_space: str = ""
     op_set: str = ""

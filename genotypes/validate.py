@@ -7,7 +7,9 @@ index, i.e. node ``i + 1`` (node 0 is the cell input).
 
 Operation names are checked only against ``known_ops`` supplied by the caller: this package sits
 below ``nas_search`` in the dependency order and never imports its registry. A caller that has
-registered its ops passes ``nas_search.registry.list_ops()``.
+registered its ops passes ``nas_search.registry.list_ops()``. The checks are structural:
+``meta.mode`` and the edges per node it implies are the search strategy's rules
+(``nas_search.strategies.validate_for_strategy``).
 """
 from __future__ import annotations
 
@@ -18,8 +20,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from genotypes.schema import (
-    CONCAT_MODES, FPN_PATHWAYS, GENOTYPE_VERSION, LEVELS, SEARCH_MODES, CellGenotype, FPNGenotype,
-    Genotype,
+    CONCAT_MODES, FPN_PATHWAYS, GENOTYPE_VERSION, LEVELS, CellGenotype, FPNGenotype, Genotype,
 )
 
 #: Fusion weights are softmax(beta) values; a file may round them to two decimals, so the sum is
@@ -83,10 +84,6 @@ def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None =
     if genotype.version != GENOTYPE_VERSION:
         problems.append(f"version: unsupported genotype version {genotype.version!r} "
                         f"(this toolkit reads version {GENOTYPE_VERSION})")
-    meta = genotype.meta
-    if meta.mode and meta.mode not in SEARCH_MODES:
-        problems.append(f"meta.mode: unknown search mode {meta.mode!r}; "
-                        f"expected one of {', '.join(SEARCH_MODES)}")
     if genotype.fpn is None and not genotype.cells:
         problems.append("genotype: neither an fpn nor any cells")
     if genotype.fpn is not None:
@@ -94,7 +91,7 @@ def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None =
     problems += _pyramid_cell_problems(genotype)
     for name, cell in genotype.cells.items():
         too_big = _size_problems(f"cells.{name}", cell, limits)
-        problems += too_big or _cell_problems(f"cells.{name}", cell, meta.mode, meta.nodes,
+        problems += too_big or _cell_problems(f"cells.{name}", cell, genotype.meta.nodes,
                                               known_ops)
     if problems:
         raise GenotypeError(problems)
@@ -102,7 +99,7 @@ def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None =
 
 def _pyramid_cell_problems(genotype: Genotype) -> list[str]:
     """An AutoFEM-CPM (an AutoFEM search space, or a cell named after a level) has one cell
-    per level, exactly ``P2..P7``, as the derived ASFD networks build them: D0-D2 use P4-P7,
+    per level, exactly ``P2..P7``, as the derived ASFD networks build them: D0-D2 use P3-P7,
     D3-D6 all six. Other genotypes (e.g. the digits task's one ``cell``) name cells freely."""
     cells = genotype.cells
     if not cells or (genotype.meta.search_space not in PYRAMID_SEARCH_SPACES
@@ -181,7 +178,7 @@ def _fpn_problems(fpn: FPNGenotype, known_ops: Collection[str] | None) -> list[s
     return problems
 
 
-def _cell_problems(path: str, cell: CellGenotype, mode: str, meta_nodes: int | None,
+def _cell_problems(path: str, cell: CellGenotype, meta_nodes: int | None,
                    known_ops: Collection[str] | None) -> list[str]:
     problems: list[str] = []
     if cell.concat not in CONCAT_MODES:
@@ -197,9 +194,6 @@ def _cell_problems(path: str, cell: CellGenotype, mode: str, meta_nodes: int | N
         j, npath = i + 1, f"{path}.nodes[{i}]"
         if not node.edges:
             problems.append(f"{npath}.edges: node {j} has no incoming edge")
-        elif mode == "top1_tree" and len(node.edges) != 1:
-            problems.append(f"{npath}.edges: a top1_tree genotype has exactly 1 edge per node, "
-                            f"node {j} has {len(node.edges)}")
         seen: set[int] = set()
         for k, edge in enumerate(node.edges):
             epath = f"{npath}.edges[{k}]"

@@ -1,4 +1,4 @@
-"""Search cells (PC-DARTS DAG and the paper's top-1 Gumbel tree) and the derived fixed cell.
+"""Search cells (run by a registered search strategy) and the derived fixed cell.
 
 Node 0 is the cell input, nodes ``1..n`` are intermediate; node ``j`` may take any ``i < j`` as a
 parent, so a cell has ``n(n+1)/2`` candidate edges. Edges are numbered node by node, parents in
@@ -12,19 +12,19 @@ Both are initialised ``1e-3 * randn`` as in PC-DARTS.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genotypes.schema import (
-    CONCAT_MODES, SEARCH_MODES, CellGenotype, ConcatMode, Edge, Genotype, NodeGenotype, SearchMode,
-)
+from genotypes.schema import CONCAT_MODES, CellGenotype, ConcatMode, Edge, Genotype, NodeGenotype
 from genotypes.validate import validate_genotype
-from nas_search.gumbel import GumbelSampled, hard_gumbel_softmax
+from nas_search.gumbel import GumbelSampled
 from nas_search.mixed_op import MixedOp
 from nas_search.registry import build_op, list_ops
+from nas_search.strategies import SearchStrategy, get_strategy
 
 #: Op names that stand for "no connection"; never chosen when a genotype is derived (DARTS).
 NONE_OPS: frozenset[str] = frozenset({"none", "zero"})
@@ -82,44 +82,42 @@ class SlotProjection(nn.Module):
 
 
 class SearchCell(GumbelSampled, nn.Module):
-    """A supernet cell searched by PC-DARTS (Eq. 3) or by the paper's top-1 tree (Eq. 4-5).
+    """A supernet cell searched by a :class:`~nas_search.strategies.SearchStrategy`.
 
-    * ``pcdarts``: ``x_j = sum_i softmax(gamma_{:,j})_i * MixedOp_ij(x_i)`` (edge normalisation,
-      Eq. 3): all ``n(n+1)/2`` edges run.
-    * ``top1_tree``: in training mode node ``j`` samples one parent ``i`` by
-      :func:`hard_gumbel_softmax` of ``gamma_{:,j}`` and only ``MixedOp_ij`` runs,
-      ``x_j = G(gamma_{:,j})_i * MixedOp_ij(x_i)`` with a forward weight of exactly 1 and the
-      length-scaled gradient of Eq. 5: ``n`` edges run. In eval mode the argmax parent runs.
-    * ``op_sampling``: each executed edge also samples ONE op from ``softmax(alpha)`` (GDAS;
-      no length scaling) instead of the weighted sum over ops; eval mode runs the argmax op.
+    The strategy (by registered name or as an object) gives each node's value from its parent
+    logits ``gamma_{:,j}`` and the edges it runs (``pcdarts``: Eq. 3, every edge;
+    ``top1_tree``: Eq. 4-5, one sampled edge per node), and the parents :meth:`derive` keeps.
+    With ``op_sampling`` each executed edge also samples ONE op from ``softmax(alpha)`` (GDAS;
+    no length scaling) instead of the weighted sum over ops; eval mode runs the argmax op.
 
     Output (our choice; the paper's supernet output is silent on this): a search-time cell keeps a
     FIXED output width whichever nodes are output. All ``n`` node slots are concatenated, the
     non-output slots being zero, and a 1x1 conv + BN projects back to ``channels``; the zeros are
     never materialised (:class:`SlotProjection`). Output nodes are all nodes for ``cat_all``; for
-    ``cat_leaf`` the leaves of the tree this forward ran (``top1_tree``) or of the current derived
-    top-``top_k`` DAG (``pcdarts``, :meth:`derive`). The derived :class:`FixedCell` concatenates its
-    output nodes only; :meth:`FixedCell.from_search_cell` gives it the matching conv columns.
+    ``cat_leaf`` the leaves of the sub-cell this forward ran (a strategy that ``samples_path``)
+    or else of the current derived top-``top_k`` cell (:meth:`derive`). The derived
+    :class:`FixedCell` concatenates its output nodes only; :meth:`FixedCell.from_search_cell`
+    gives it the matching conv columns.
 
-    ``last_path`` is the tree the last ``top1_tree`` forward ran (None for ``pcdarts``): its
-    parents, and per edge the op run alone (``op_sampling``) or else the argmax op.
+    ``last_path`` is the sub-cell the last forward ran, for a strategy that ``samples_path``
+    (else None): per node the edges run, each with the op run alone (``op_sampling``) or else
+    the argmax op.
     """
 
     def __init__(self, channels: int, n_nodes: int, op_names: Sequence[str],
-                 mode: SearchMode, concat: ConcatMode, k: int = 4, op_sampling: bool = False,
-                 top_k: int = 2):
+                 strategy: str | SearchStrategy, concat: ConcatMode, k: int = 4,
+                 op_sampling: bool = False, top_k: int = 2):
         super().__init__()
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"SearchCell: unknown mode {mode!r}; expected one of {SEARCH_MODES}")
         if concat not in CONCAT_MODES:
             raise ValueError(f"SearchCell: unknown concat {concat!r}; "
                              f"expected one of {CONCAT_MODES}")
         if n_nodes < 1 or top_k < 1:
             raise ValueError(f"SearchCell: need n_nodes >= 1 and top_k >= 1, "
                              f"got {n_nodes}, {top_k}")
+        self.strategy = get_strategy(strategy)
         self.channels, self.n_nodes, self.k = channels, n_nodes, k
         self.op_names: tuple[str, ...] = tuple(op_names)
-        self.mode, self.concat, self.op_sampling, self.top_k = mode, concat, op_sampling, top_k
+        self.concat, self.op_sampling, self.top_k = concat, op_sampling, top_k
         n_edges = num_edges(n_nodes)
         self.edges = nn.ModuleList(MixedOp(channels, self.op_names, 1, k) for _ in range(n_edges))
         self.arch_alpha = nn.Parameter(1e-3 * torch.randn(n_edges, len(self.op_names)))
@@ -128,39 +126,35 @@ class SearchCell(GumbelSampled, nn.Module):
         self.last_path: CellGenotype | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.mode == "pcdarts":
-            states, self.last_path = self._forward_dag(x), None
-        else:
-            states, self.last_path = self._forward_tree(x)
+        states, ran = [x], []
+        for j in range(1, self.n_nodes + 1):
+            ran.append([])
+            edge = functools.partial(self._run_edge, j, states, ran[-1])
+            states.append(self.strategy.node_forward(self.arch_gamma[node_edges(j)], edge, self))
+        self.last_path = self._path(ran) if self.strategy.samples_path else None
         if self.concat == "cat_all":
             outputs: Sequence[int] = range(1, self.n_nodes + 1)
         else:
             outputs = (self.last_path or self.derive(self.top_k)).leaves
         return self.project([states[j] for j in outputs], [j - 1 for j in outputs])
 
-    def _forward_dag(self, x: Tensor) -> list[Tensor]:
-        """Eq. 3: every node sums all its incoming edges weighted by softmax(gamma)."""
-        states = [x]
-        for j in range(1, self.n_nodes + 1):
-            w = torch.softmax(self.arch_gamma[node_edges(j)], dim=0)
-            states.append(sum(w[i] * self._edge(i, j, states[i])[0] for i in range(j)))
-        return states
+    def _run_edge(self, j: int, states: list[Tensor], ran: list[tuple[int, int | None]],
+                  i: int) -> Tensor:
+        """Run edge ``i -> j`` on ``states[i]``, noting ``(i, op run alone or None)`` in ``ran``."""
+        y, op = self._edge(i, j, states[i])
+        ran.append((i, op))
+        return y
 
-    def _forward_tree(self, x: Tensor) -> tuple[list[Tensor], CellGenotype]:
-        """Eq. 4-5: every node runs the one edge from its sampled (training) or argmax parent."""
-        states, path = [x], []
-        for j in range(1, self.n_nodes + 1):
-            gamma = self.arch_gamma[node_edges(j)]
-            if self.training:
-                w, i = hard_gumbel_softmax(gamma, self.temperature, self.gumbel_generator)
-            else:
-                w, i = None, int(gamma.argmax())
-            y, op = self._edge(i, j, states[i])
-            states.append(y if w is None else w[i] * y)
-            if op is None:
-                op = best_op(self.arch_alpha[edge_index(i, j)].tolist(), self.op_names)
-            path.append(NodeGenotype((Edge(i, self.op_names[op]),)))
-        return states, CellGenotype(tuple(path), self.concat)
+    def _path(self, ran: list[list[tuple[int, int | None]]]) -> CellGenotype:
+        """The sub-cell of the edges ``ran`` per node, in parent order; an edge that ran every
+        op is named by its argmax op."""
+        nodes = []
+        for j, edges in enumerate(ran, start=1):
+            named = [Edge(i, self.op_names[op if op is not None else best_op(
+                self.arch_alpha[edge_index(i, j)].tolist(), self.op_names)])
+                for i, op in sorted(edges, key=lambda edge: edge[0])]
+            nodes.append(NodeGenotype(tuple(named)))
+        return CellGenotype(tuple(nodes), self.concat)
 
     def _edge(self, i: int, j: int, x: Tensor) -> tuple[Tensor, int | None]:
         """Run edge ``i -> j``; return its output and the op run alone (None: weighted sum)."""
@@ -168,8 +162,7 @@ class SearchCell(GumbelSampled, nn.Module):
         if not self.op_sampling:
             return mixed(x, torch.softmax(alpha, dim=0)), None
         if self.training:
-            w, o = hard_gumbel_softmax(alpha, self.temperature, self.gumbel_generator,
-                                       scale_by_length=False)
+            w, o = self.gumbel_sample(alpha, scale_by_length=False)
         else:
             o = best_op(alpha.tolist(), self.op_names)
             w = F.one_hot(torch.tensor(o, device=alpha.device), len(self.op_names)).to(alpha)
@@ -177,23 +170,17 @@ class SearchCell(GumbelSampled, nn.Module):
 
     @torch.no_grad()
     def derive(self, top_k: int = 2) -> CellGenotype:
-        """The discrete cell: per edge the argmax op of softmax(alpha), none-ops excluded; per node
-        the argmax parent of gamma (``top1_tree``: a tree) or the ``min(top_k, j)`` parents with
-        the largest ``softmax(gamma)_i * max_o softmax(alpha_i)_o`` (``pcdarts``: PC-DARTS'
-        edge-normalised strength; ties go to the lower parent), listed in parent order.
+        """The discrete cell: per edge the argmax op of softmax(alpha), none-ops excluded; per
+        node the parents the strategy keeps (``top1_tree``: the argmax of gamma, a tree;
+        ``pcdarts``: the ``min(top_k, j)`` of largest edge-normalised strength), in parent order.
         """
         alpha = torch.softmax(self.arch_alpha, dim=-1).tolist()
         ops = [best_op(row, self.op_names) for row in alpha]
         nodes = []
         for j in range(1, self.n_nodes + 1):
-            sl = node_edges(j)
-            if self.mode == "top1_tree":
-                parents = [int(self.arch_gamma[sl].argmax())]
-            else:
-                gamma = torch.softmax(self.arch_gamma[sl], dim=0).tolist()
-                strength = [gamma[i] * alpha[edge_index(i, j)][ops[edge_index(i, j)]]
-                            for i in range(j)]
-                parents = sorted(sorted(range(j), key=lambda i: -strength[i])[:top_k])
+            strength = [alpha[edge_index(i, j)][ops[edge_index(i, j)]] for i in range(j)]
+            parents = self.strategy.derive_parents(self.arch_gamma[node_edges(j)], strength,
+                                                   top_k)
             nodes.append(NodeGenotype(tuple(
                 Edge(i, self.op_names[ops[edge_index(i, j)]]) for i in parents)))
         return CellGenotype(tuple(nodes), self.concat)
@@ -215,8 +202,9 @@ class SearchCell(GumbelSampled, nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, n_nodes={self.n_nodes}, mode={self.mode}, "
-                f"concat={self.concat}, k={self.k}, op_sampling={self.op_sampling}")
+        return (f"channels={self.channels}, n_nodes={self.n_nodes}, "
+                f"strategy={self.strategy.name}, concat={self.concat}, k={self.k}, "
+                f"op_sampling={self.op_sampling}")
 
 
 class FixedCell(nn.Module):

@@ -22,6 +22,12 @@ class GumbelSampled:
     temperature: float = 1.0
     gumbel_generator: torch.Generator | None = None
 
+    def gumbel_sample(self, logits: Tensor, scale_by_length: bool = True) -> tuple[Tensor, int]:
+        """:func:`hard_gumbel_softmax` of ``logits`` at this module's temperature, drawn from
+        its generator."""
+        return hard_gumbel_softmax(logits, self.temperature, self.gumbel_generator,
+                                   scale_by_length)
+
 
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
                  device: torch.device | str | None = None,

@@ -8,9 +8,10 @@ reports duplicates and unknown names the same way. Nothing here knows about face
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, TypeVar
 
-from torch import nn
+if TYPE_CHECKING:  # the generic Registry is read without loading torch (nas_search.strategies)
+    from torch import nn
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ class Registry(Mapping[str, T], Generic[T]):
         return sorted(self._items)
 
 
-OpFactory = Callable[[int, int], nn.Module]
+OpFactory = Callable[[int, int], "nn.Module"]
 
 OPS: Registry[OpFactory] = Registry("operation")
 OP_SETS: Registry[tuple[str, ...]] = Registry("op set")

@@ -25,8 +25,7 @@ import json
 import logging
 import math
 import os
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,9 +38,13 @@ from torch import Tensor, nn
 from genotypes.io import HISTORY_FILE, save_genotype
 from genotypes.schema import Genotype
 from nas_search.cell import SearchCell
-from nas_search.checkpoint import load_checkpoint
 from nas_search.gumbel import linear_temperature
 from nas_search.mixed_op import MixedOp
+from nas_search.runtime import (
+    NonFiniteLossError, atomic_path, available_device, dataclass_from_dict, load_checkpoint,
+    rank, refuse_changes, rng_state, save_checkpoint, seed_everything, set_rng_state, world_size,
+)
+from nas_search.strategies import validate_for_strategy
 from nas_search.supernet import Supernet
 from nas_search.task import SearchTask
 
@@ -110,41 +113,14 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "search config") -> SearchConfig:
-        """Build from a plain mapping (e.g. YAML); unknown fields and wrong types are errors
-        naming ``source`` and the field."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(defaults))
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; known: {sorted(defaults)}")
-        return cls(**{k: _coerce(f"{source}: {k}", v, defaults[k]) for k, v in data.items()})
+        """Build from a plain mapping (e.g. YAML); unknown fields and wrong types are a
+        :class:`~nas_search.runtime.ConfigError` naming ``source`` and the field."""
+        return dataclass_from_dict(cls, data, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (tuples as lists), the inverse of :meth:`from_dict`."""
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
-
-
-def _coerce(where: str, value: Any, default: Any) -> Any:
-    """``value`` converted to the type of the field's ``default``, or a ValueError."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, tuple):
-        ok = (isinstance(value, Sequence) and not isinstance(value, str)
-              and len(value) == len(default) and all(isinstance(v, (int, float)) for v in value))
-        value = tuple(float(v) for v in value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ValueError(f"{where}: expected {type(default).__name__} like {default!r}, "
-                         f"got {value!r}")
-    return value
 
 
 @dataclass
@@ -155,11 +131,6 @@ class SearchResult:
     metrics: dict[str, float]
     run_dir: Path
     model: Supernet = field(repr=False)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A NaN or infinite loss or epoch metric; the last checkpoint written is the last good
-    state."""
 
 
 @dataclass
@@ -176,20 +147,12 @@ class _Run:
     metrics: dict[str, float] = field(default_factory=dict)  # of the last epoch done
 
     def state_dict(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
         return {
             "epoch": self.epoch, "step": self.step, "metrics": self.metrics,
             "model": self.model.state_dict(),
             "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                          *np_state[2:]),
-                "python": random.getstate(),
-                "gumbel": self.gumbel.get_state(),
-            },
+            "rng": {**rng_state(), "gumbel": self.gumbel.get_state()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -198,14 +161,8 @@ class _Run:
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        name, keys, *rest = rng["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-        random.setstate(rng["python"])
-        self.gumbel.set_state(rng["gumbel"])
+        set_rng_state(state["rng"])
+        self.gumbel.set_state(state["rng"]["gumbel"])
 
 
 def search(task: SearchTask, config: SearchConfig, run_dir: str | os.PathLike,
@@ -236,16 +193,15 @@ def search(task: SearchTask, config: SearchConfig, run_dir: str | os.PathLike,
         torch.use_deterministic_algorithms(saved_flags[0])
         torch.backends.cudnn.benchmark = saved_flags[1]
     genotype = _with_meta(run.model.genotype(config.top_k), run.model, task, config, run.metrics)
-    if _rank() == 0:
+    validate_for_strategy(genotype, f"genotype of task {task.name!r}")
+    if rank() == 0:
         save_genotype(genotype, run_dir / GENOTYPE_FILE)
     return SearchResult(genotype, run.metrics, run_dir, run.model)
 
 
 def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _Run:
     """Seed, build the supernet and optimisers; restore ``checkpoint`` when given."""
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     model = task.build_supernet().to(available_device(config.device))
     gumbel = torch.Generator().manual_seed(
         int(np.random.SeedSequence([config.seed, _GUMBEL_STREAM]).generate_state(1)[0]))
@@ -262,7 +218,8 @@ def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _
     run = _Run(model, w_opt, a_opt, scheduler, gumbel)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, "search checkpoint")
-        _check_same_config(state["config"], config, checkpoint)
+        refuse_changes(state["config"], config.to_dict(), str(checkpoint),
+                       free=("device", "log_every"))
         try:
             run.load_state_dict(state)
         except RuntimeError as exc:  # a supernet of another shape (channels, nodes, backbone)
@@ -271,27 +228,17 @@ def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _
                              f"(another width or model?): {lines[min(1, len(lines) - 1)]}") \
                 from None
         logger.info("resumed %s at epoch %d, step %d", checkpoint, run.epoch, run.step)
-    if _world() > 1:
+    if world_size() > 1:
         for t in itertools.chain(model.parameters(), model.buffers()):
             dist.broadcast(t.data, src=0)
     return run
-
-
-def _check_same_config(saved: Mapping[str, Any], config: SearchConfig, where: Path) -> None:
-    """A resumed run must follow the saved trajectory: only the device and logging may change."""
-    current = config.to_dict()
-    changed = sorted(k for k in current if k not in ("device", "log_every")
-                     and saved.get(k) != current[k])
-    if changed:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(f"{where}: cannot resume with a different config ({diff})")
 
 
 def _loop(task: SearchTask, config: SearchConfig, run: _Run, run_dir: Path,
           progress: ProgressFn | None) -> None:
     """Run the epochs left, checkpointing ``run`` after each."""
     model, history = run.model, run_dir / HISTORY_FILE
-    if _rank() == 0:
+    if rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _truncate_history(history, keep_before=run.epoch)
     for epoch in range(run.epoch, config.epochs):
@@ -326,13 +273,13 @@ def _loop(task: SearchTask, config: SearchConfig, run: _Run, run_dir: Path,
                                      f"{run.step}) of task {task.name!r}; nothing of this epoch "
                                      "was written, the last checkpoint is intact")
         run.epoch, run.metrics = epoch + 1, metrics
-        if _rank() == 0:
+        if rank() == 0:
             with history.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({"epoch": epoch, "step": run.step, "tau": tau,
                                     "arch_weights": model.arch_weights(),
                                     "metrics": metrics}) + "\n")
-            _atomic_torch_save({"config": config.to_dict(), **run.state_dict()},
-                               run_dir / CHECKPOINT_FILE)
+            save_checkpoint({"config": config.to_dict(), **run.state_dict()},
+                            run_dir / CHECKPOINT_FILE)
         logger.info("epoch %d done: %s", epoch, metrics)
         if progress is not None:
             progress(epoch, run.step, metrics)
@@ -382,7 +329,8 @@ def _with_meta(genotype: Genotype, model: Supernet, task: SearchTask, config: Se
                metrics: dict[str, float]) -> Genotype:
     """Fill the provenance the supernet's own ``genotype()`` left empty.
 
-    Mode, nodes and k are read off the supernet's search cells and mixed ops when they all agree.
+    Mode (the strategy's name), nodes and k are read off the supernet's search cells and mixed
+    ops when they all agree.
     """
     def common(values: set[Any]) -> Any:
         return values.pop() if len(values) == 1 else None
@@ -395,7 +343,7 @@ def _with_meta(genotype: Genotype, model: Supernet, task: SearchTask, config: Se
         version = "unknown"
     meta = dataclasses.replace(
         meta,
-        mode=meta.mode or common({c.mode for c in cells}) or "",
+        mode=meta.mode or common({c.strategy.name for c in cells}) or "",
         nodes=meta.nodes if meta.nodes is not None else common({c.n_nodes for c in cells}),
         partial_channels_k=(meta.partial_channels_k if meta.partial_channels_k is not None
                             else common({m.k for m in model.modules() if isinstance(m, MixedOp)})),
@@ -412,54 +360,24 @@ def _truncate_history(path: Path, keep_before: int) -> None:
         return
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < keep_before]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def available_device(name: str) -> torch.device:
-    """``torch.device(name)``; a ValueError when ``name`` is no device or names a CUDA device
-    this machine lacks."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r}: not a device name (cpu, cuda, cuda:1 ...)") from None
-    if device.type == "cuda" and (not torch.cuda.is_available()
-                                  or (device.index or 0) >= torch.cuda.device_count()):
-        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        raise ValueError(f"device {name!r}: this machine has {found} CUDA device(s) usable by "
-                         f"torch {torch.__version__}; use 'cpu' (or 'auto' where accepted)")
-    return device
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if _world() > 1 else 0
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(kept), encoding="utf-8")
 
 
 def _mean_over_ranks_flat(tensors: list[Tensor]) -> list[Tensor]:
     """Each tensor averaged over all ranks, with one all-reduce of their concatenation."""
-    if _world() == 1 or not tensors:
+    if world_size() == 1 or not tensors:
         return tensors
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
-    flat /= _world()
+    flat /= world_size()
     return [chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def _mean_over_ranks(t: Tensor) -> Tensor:
     """``t`` averaged over all ranks (``t`` itself in a single process)."""
-    if _world() == 1:
+    if world_size() == 1:
         return t
     t = t.clone()
     dist.all_reduce(t)
-    return t / _world()
+    return t / world_size()

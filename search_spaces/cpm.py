@@ -2,9 +2,10 @@
 
 The paper searches "Context Prediction Modules for each pyramid level so as to suit the specific
 receptive fields": each level gets a :class:`nas_search.cell.SearchCell` over ``S_CPM`` with its
-own ``arch_alpha`` / ``arch_gamma``, searched by PC-DARTS (Eq. 3) or the top-1 Gumbel tree
-(Eq. 4-5), and derives to its own :class:`~genotypes.schema.CellGenotype`. The cells report their
-own ``arch_weights`` to the enclosing :class:`~nas_search.supernet.Supernet`.
+own ``arch_alpha`` / ``arch_gamma``, searched by a registered strategy (``pcdarts``, Eq. 3, or
+the top-1 Gumbel tree ``top1_tree``, Eq. 4-5), and derives to its own
+:class:`~genotypes.schema.CellGenotype`. The cells report their own ``arch_weights`` to the
+enclosing :class:`~nas_search.supernet.Supernet`.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from genotypes.schema import LEVELS, CellGenotype, ConcatMode, Genotype, SearchMode
+from genotypes.schema import LEVELS, CellGenotype, ConcatMode, Genotype
 from nas_search.cell import FixedCell, SearchCell
 from nas_search.registry import get_op_set
+from nas_search.strategies import SearchStrategy
 from search_spaces.baselines import PerLevel, register_feature_module
 
 
@@ -23,19 +25,21 @@ class AutoFEMCPMSearch(PerLevel):
 
     blocks: Mapping[str, SearchCell]
 
-    def __init__(self, channels: int, n_nodes: int = 6, mode: SearchMode = "top1_tree",
-                 concat: ConcatMode = "cat_leaf", k: int = 4, op_set: str = "S_CPM",
-                 levels: Sequence[str] = LEVELS, op_sampling: bool = False) -> None:
+    def __init__(self, channels: int, n_nodes: int = 6,
+                 strategy: str | SearchStrategy = "top1_tree", concat: ConcatMode = "cat_leaf",
+                 k: int = 4, op_set: str = "S_CPM", levels: Sequence[str] = LEVELS,
+                 op_sampling: bool = False) -> None:
         op_names = get_op_set(op_set)
         super().__init__(channels, {
-            lv: SearchCell(channels, n_nodes, op_names, mode, concat, k, op_sampling)
+            lv: SearchCell(channels, n_nodes, op_names, strategy, concat, k, op_sampling)
             for lv in levels
         })
         self.op_set = op_set
 
     @torch.no_grad()
     def derive(self, top_k: int = 2) -> dict[str, CellGenotype]:
-        """Each level's derived cell: a tree (top1_tree) or a top-``top_k`` DAG (pcdarts)."""
+        """Each level's derived cell, by its strategy (``top1_tree``: a tree; ``pcdarts``: a
+        top-``top_k`` DAG)."""
         return {lv: cell.derive(top_k) for lv, cell in self.blocks.items()}
 
 

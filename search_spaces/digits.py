@@ -1,6 +1,6 @@
 """A seconds-on-a-CPU search task: 8x8 handwritten digits (scikit-learn's bundled ``load_digits``).
 
-It exercises the whole engine (both search modes, resume, history, genotype export) on real
+It exercises the whole engine (every search strategy, resume, history, genotype export) on real
 images without any download, and is what the engine's tests and the CLI's demo search run.
 """
 from __future__ import annotations
@@ -16,9 +16,10 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 import search_spaces.ops  # noqa: F401  (registers the S_FPN / S_CPM ops)
-from genotypes.schema import ConcatMode, Genotype, GenotypeMeta, SearchMode
+from genotypes.schema import ConcatMode, Genotype, GenotypeMeta
 from nas_search.cell import SearchCell
 from nas_search.registry import get_op_set, register_op_set
+from nas_search.strategies import SearchStrategy
 from nas_search.supernet import Supernet
 
 Batch = tuple[Tensor, Tensor]
@@ -36,13 +37,14 @@ class DigitsSupernet(Supernet):
     """stem conv3x3 + BN to ``channels`` -> one :class:`SearchCell` -> ReLU, 2x2 average pool
     to 4x4, linear (a global pool would throw away the layout an 8x8 digit is recognised by)."""
 
-    def __init__(self, channels: int, n_nodes: int, op_set: str, mode: SearchMode,
-                 concat: ConcatMode, k: int, op_sampling: bool, n_classes: int = 10):
+    def __init__(self, channels: int, n_nodes: int, op_set: str,
+                 strategy: str | SearchStrategy, concat: ConcatMode, k: int, op_sampling: bool,
+                 n_classes: int = 10):
         super().__init__()
         self.op_set = op_set
         self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(channels))
-        self.cell = SearchCell(channels, n_nodes, get_op_set(op_set), mode, concat, k,
+        self.cell = SearchCell(channels, n_nodes, get_op_set(op_set), strategy, concat, k,
                                op_sampling)
         self.head = nn.Linear(channels * 16, n_classes)
 
@@ -58,11 +60,11 @@ class DigitsSupernet(Supernet):
 class DigitsSearchTask:
     """:class:`~nas_search.task.SearchTask` over scikit-learn's digits, split by ``seed``.
 
-    Batches are full (a last partial batch is dropped); ``batches_per_epoch`` caps an epoch
-    (None: one pass over the split).
+    ``mode`` is the search strategy, a registered name or an object. Batches are full (a last
+    partial batch is dropped); ``batches_per_epoch`` caps an epoch (None: one pass over the split).
     """
 
-    mode: SearchMode = "top1_tree"
+    mode: str | SearchStrategy = "top1_tree"
     concat: ConcatMode = "cat_leaf"
     n_nodes: int = 4
     channels: int = 16

@@ -6,7 +6,11 @@ For level ``i`` with backbone map ``C_i``::
     P^bu_i = F_down(O^bu_i(P^bu_{i-1})) x C_i      (bottom-up path; absent at the bottom level)
     P_i    = F_c(b^0_i O^0_i(C_i) + b^td_i P^td_i + b^bu_i P^bu_i)
 
-with ``b = softmax(beta_i)`` over the paths present (PC-DARTS edge normalisation).
+with ``b = softmax(beta_i)`` over the paths present (PC-DARTS edge normalisation). The supernet
+combines a level's paths as a search strategy combines a node's parents
+(:meth:`~nas_search.strategies.SearchStrategy.node_forward`, ``beta`` the parent logits):
+``pcdarts``, Eq. 3, is exactly this sum. A level keeps every path, so no strategy derivation
+applies: the genotype records ``softmax(beta)``, which the derived module starts from.
 
 Our definitions where the paper is loose:
 
@@ -52,8 +56,10 @@ from torch import Tensor, nn
 from genotypes.schema import (
     FPN_PATHS, FPN_PATHWAYS, LEVELS, FPNGenotype, FPNLevelGenotype, FPNPathway, Genotype,
 )
+from nas_search.gumbel import GumbelSampled
 from nas_search.mixed_op import MixedOp
 from nas_search.registry import build_op, get_op_set
+from nas_search.strategies import SearchStrategy, get_strategy
 from nas_search.supernet import ArchTable
 from search_spaces.baselines import FeatureModule, register_feature_module
 from search_spaces.ops import SepConv, downsample_to, upsample_to
@@ -95,7 +101,7 @@ def gate(path: str, y: Tensor, c: Tensor) -> Tensor:
 
 
 class _FusionLevel(nn.Module):
-    """One level of Eq. 2; subclasses run a path's op and give the fusion weights."""
+    """One level of Eq. 2; subclasses run a path's op and combine the paths' terms."""
 
     def __init__(self, channels: int, paths: tuple[str, ...],
                  fuse: FuseKind = "separable") -> None:
@@ -108,7 +114,8 @@ class _FusionLevel(nn.Module):
     def run_path(self, j: int, path: str, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def fusion_weights(self) -> Tensor:
+    def combine(self, terms: Sequence[Tensor]) -> Tensor:
+        """The input of ``F_c``: this level's terms, in ``paths`` order, fused."""
         raise NotImplementedError
 
     def term(self, path: str, x: Tensor, c: Tensor) -> Tensor:
@@ -116,9 +123,8 @@ class _FusionLevel(nn.Module):
         return gate(path, self.run_path(self.paths.index(path), path, x), c)
 
     def forward(self, terms: dict[str, Tensor]) -> Tensor:
-        """``F_c`` of the beta-weighted sum of this level's terms ``{path: term}``."""
-        b = self.fusion_weights()
-        return self.fuse(sum(b[j] * terms[p] for j, p in enumerate(self.paths)))
+        """``F_c`` of the fused terms ``{path: term}`` of this level."""
+        return self.fuse(self.combine([terms[p] for p in self.paths]))
 
 
 def path_terms(blocks: Sequence[_FusionLevel], feats: Sequence[Tensor],
@@ -140,13 +146,14 @@ def path_terms(blocks: Sequence[_FusionLevel], feats: Sequence[Tensor],
     return terms
 
 
-class _SearchLevel(_FusionLevel):
-    """Search-time level: a MixedOp per path, ``arch_alpha`` (paths x ops) and ``arch_beta``."""
+class _SearchLevel(GumbelSampled, _FusionLevel):
+    """Search-time level: a MixedOp per path, ``arch_alpha`` (paths x ops) and ``arch_beta``,
+    the paths combined by ``strategy`` with ``beta`` as their parent logits."""
 
     def __init__(self, channels: int, paths: tuple[str, ...], op_names: tuple[str, ...],
-                 k: int) -> None:
+                 k: int, strategy: SearchStrategy) -> None:
         super().__init__(channels, paths)
-        self.op_names = op_names
+        self.op_names, self.strategy = op_names, strategy
         self.ops = nn.ModuleDict({p: MixedOp(channels, op_names, k=k) for p in paths})
         self.arch_alpha = nn.Parameter(1e-3 * torch.randn(len(paths), len(op_names)))
         self.arch_beta = nn.Parameter(1e-3 * torch.randn(len(paths)))
@@ -154,7 +161,11 @@ class _SearchLevel(_FusionLevel):
     def run_path(self, j: int, path: str, x: Tensor) -> Tensor:
         return self.ops[path](x, torch.softmax(self.arch_alpha[j], dim=0))
 
+    def combine(self, terms: Sequence[Tensor]) -> Tensor:
+        return self.strategy.node_forward(self.arch_beta, terms.__getitem__, self)
+
     def fusion_weights(self) -> Tensor:
+        """The fusion the genotype records, ``softmax(beta)``."""
         return torch.softmax(self.arch_beta, dim=0)
 
     @torch.no_grad()
@@ -203,6 +214,10 @@ class _FixedLevel(_FusionLevel):
     def fusion_weights(self) -> Tensor:
         return torch.softmax(self.beta, dim=0)
 
+    def combine(self, terms: Sequence[Tensor]) -> Tensor:
+        b = self.fusion_weights()
+        return sum(b[j] * t for j, t in enumerate(terms))
+
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Read a state dict saved when the weights were a fixed ``fusion`` buffer (softmax
         values) as ``beta = log(fusion)``."""
@@ -230,15 +245,21 @@ class _FPN(FeatureModule):
 class AutoFEMFPNSearch(_FPN):
     """The AutoFEM-FPN supernet: every O of Eq. 2 a PC-DARTS MixedOp over ``op_set`` (``1/k`` of
     the channels), ``arch_alpha`` per path per level, ``arch_beta`` per level; the paths read
-    what ``pathway`` says (module docstring)."""
+    what ``pathway`` says and each level fuses them by ``strategy`` (module docstring), one that
+    runs every path: a level keeps them all."""
 
     def __init__(self, channels: int, k: int = 4, op_set: str = "S_FPN",
-                 levels: Sequence[str] = LEVELS, pathway: FPNPathway = "recursive") -> None:
+                 levels: Sequence[str] = LEVELS, pathway: FPNPathway = "recursive",
+                 strategy: str | SearchStrategy = "pcdarts") -> None:
         super().__init__(channels, levels)
         self.op_set, self.k, self.pathway = op_set, k, check_pathway(pathway)
+        self.strategy = get_strategy(strategy)
+        if self.strategy.samples_path:
+            raise ValueError(f"AutoFEM-FPN search: strategy {self.strategy.name!r} samples a "
+                             "sub-set of the paths, but every level keeps all its paths (Eq. 2)")
         op_names = get_op_set(op_set)
         self.blocks = nn.ModuleDict({
-            lv: _SearchLevel(channels, level_paths(self.levels, i), op_names, k)
+            lv: _SearchLevel(channels, level_paths(self.levels, i), op_names, k, self.strategy)
             for i, lv in enumerate(self.levels)
         })
 

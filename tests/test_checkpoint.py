@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from asfd_cli.main import main
-from detectors.reference_detectors import load_detector
-from nas_search.checkpoint import NUMPY_ARRAY_GLOBALS, CheckpointError, load_checkpoint
+from detectors.asfd import load_model
+from nas_search.runtime import NUMPY_ARRAY_GLOBALS, CheckpointError, load_checkpoint
 
 
 class RunsCode:
@@ -46,7 +46,7 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path, content, capsys):
     path = tmp_path / "model.pt"
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=rf"^{path}: not a readable model file"):
-        load_detector(path)
+        load_model(path)
     assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and len(err.strip().splitlines()) == 1

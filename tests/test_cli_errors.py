@@ -106,3 +106,22 @@ def test_a_dead_or_failed_spawned_worker_is_one_line(monkeypatch, failure, messa
     with pytest.raises(WorkerError) as info:
         spawn_gloo(print, 2)
     assert error_line(info.value) == message
+
+
+@pytest.mark.parametrize("command", ["demo", "compare"])
+def test_nan_loss_in_demo_or_compare_is_a_one_line_error(monkeypatch, tmp_path, capsys, command):
+    from nas_search.runtime import NonFiniteLossError
+    import detectors.compare
+    import detectors.pipeline
+
+    def explode(*args, **kwargs):
+        raise NonFiniteLossError("train: non-finite loss nan at epoch 0, iteration 3")
+
+    monkeypatch.setattr(detectors.pipeline, "run_demo", explode)
+    monkeypatch.setattr(detectors.compare, "run_compare", explode)
+    argv = [command, "--out", str(tmp_path / "o"), "--threads", "0"]
+    if command == "compare":
+        argv += ["--data", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss nan at epoch 0" in err and "Traceback" not in err

@@ -24,6 +24,17 @@ def _commands() -> list[list[str]]:
     return out
 
 
+def test_every_command_module_exists_and_a_missing_one_is_an_error(monkeypatch):
+    """``COMMAND_MODULES`` names only real modules; a stale name fails loudly, never silently."""
+    import asfd_cli.main as cli
+
+    for name in cli.COMMAND_MODULES:
+        assert (Path(cli.__file__).parent / f"{name.split('.')[-1]}.py").is_file(), name
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "asfd_cli.no_such_cmds"))
+    with pytest.raises(ModuleNotFoundError, match="asfd_cli.no_such_cmds"):
+        cli.build_parser()
+
+
 @pytest.mark.parametrize("argv", _commands(), ids=" ".join)
 def test_help_renders(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:

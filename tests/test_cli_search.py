@@ -112,15 +112,15 @@ def test_a_searched_part_alone_gives_the_variant_its_modules():
     paper = load_genotype("asfd_paper_like")
     fpn_only = dataclasses.replace(paper, cells={})
     cpm_only = dataclasses.replace(paper, fpn=None)
-    assert feature_modules_for("D0", paper) == ("autofem_fpn", "autofem_cpm")
-    assert feature_modules_for("D0", fpn_only) == ("autofem_fpn",)  # D0's CPM half is missing
+    assert feature_modules_for("D0", paper) == ("autofem_cpm",)     # D0 builds the CPM alone
+    assert feature_modules_for("D0", fpn_only) == ("autofem_fpn",)  # ...or the searched FPN
     assert feature_modules_for("D0", cpm_only) == ("autofem_cpm",)
     assert feature_modules_for("D3", paper) == ("autofem_fpn", "autofem_cpm")
     assert feature_modules_for("D5", cpm_only) == ("autofem_cpm", "autofem_cpm")
     substituted = derive_detector(fpn_only, "D0").config
     assert substituted.feature_modules == ("autofem_fpn",)
-    assert substituted.enhanced_levels == LEVELS[2:]   # the variant's own levels
-    assert derive_detector(paper, "D0").config.enhanced_levels == LEVELS[2:]
+    assert substituted.enhanced_levels == LEVELS[1:]   # the variant's own levels
+    assert derive_detector(paper, "D0").config.enhanced_levels == LEVELS[1:]
 
 
 def test_demo_runs_the_whole_method_and_says_where_everything_is(tmp_path, capsys):

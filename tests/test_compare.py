@@ -10,14 +10,15 @@ import torch
 
 from asfd_cli.main import main
 from detectors.compare import (
-    COMPARE_CSV, COMPARE_MD, TABLE3_ARMS, Arm, CompareRow, CompareSettings, SavedTensorMeter,
-    append_row, genotype_summary, measure_step_cost, read_rows, seed_spread, spread_markdown,
+    COMPARE_CSV, COMPARE_MD, TABLE3_ARMS, Arm, CompareRow, CompareSettings, append_row,
+    genotype_summary, measure_step_cost, read_rows, seed_spread, spread_markdown,
 )
-from detectors.config import ConfigError, DataSource
+from detectors.config import DataSource
 from detectors.data.synthetic import make_synthetic
 from detectors.pipeline import load_pipeline_config
 from detectors.search_task import FaceSearchConfig, FaceSearchTask
 from genotypes.schema import CellGenotype, Edge, Genotype, NodeGenotype
+from nas_search.runtime import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "search_compare.yaml"
@@ -29,21 +30,6 @@ def faces(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faces")
     make_synthetic(root, 24, seed=4, size=(96, 72))
     return root
-
-
-def test_saved_tensor_meter_counts_activations_once_and_skips_parameters():
-    weight = torch.randn(64, 64, requires_grad=True)  # a parameter: not an activation
-    x = torch.randn(32, 64)
-    with SavedTensorMeter() as meter:
-        h = x @ weight  # saves x (8 KiB) and weight (skipped)
-        y = (h.relu() * h.relu()).sum()  # two relu outputs (8 KiB each), saved by relu and mul
-    assert meter.bytes == 3 * 32 * 64 * 4
-    y.backward()
-    leaf = torch.randn(32, 64, requires_grad=True)
-    with SavedTensorMeter() as meter:
-        h = leaf[:, :32].exp()  # saves its 4 KiB output h
-        (h * h).sum()  # saves h twice more: the same storage, not counted again
-    assert meter.bytes == 32 * 32 * 4
 
 
 def test_tree_search_step_uses_less_activation_memory_than_pcdarts(faces):

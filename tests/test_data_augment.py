@@ -8,7 +8,7 @@ from PIL import Image
 
 from detectors.data.augment import (
     AugmentConfig, anchor_sampling_window, augment, centres_inside, crop_resize, drop_small_faces,
-    hflip, letterbox, photometric_distort, random_crop_window, shift_hue,
+    Photometric, draw_photometric, hflip, letterbox, random_crop_window,
 )
 from detectors.data.image import MEAN_PIXEL
 
@@ -84,15 +84,21 @@ def test_anchor_sampling_rescales_the_chosen_face_near_an_anchor(face):
         assert scales[0] / 2 - 1e-3 <= size <= min(2 * top, 128) + 1e-3
 
 
-def test_photometric_distort_shapes_and_identity():
-    image, _ = painted()
-    out = photometric_distort(image, np.random.default_rng(0))
-    assert out.shape == image.shape and out.dtype == np.uint8
-    np.testing.assert_array_equal(photometric_distort(image, np.random.default_rng(0),
-                                                      AugmentConfig(photometric_p=0.0)), image)
-    # Red shifted by +120 degrees of hue becomes green.
-    red = np.full((2, 2, 3), (255, 0, 0), dtype=np.uint8)
-    assert np.abs(shift_hue(red, 120.0)[0, 0].astype(int) - (0, 255, 0)).max() <= 8
+def test_draw_photometric_ranges_probabilities_and_identity():
+    cfg = AugmentConfig()
+    draws = [draw_photometric(np.random.default_rng(seed), cfg) for seed in range(400)]
+    assert draw_photometric(np.random.default_rng(3), AugmentConfig(photometric_p=0.0)) \
+        in (Photometric(), Photometric(contrast_first=True))
+    for name, lo, hi in (("brightness", 0.875, 1.125), ("contrast", 0.5, 1.5),
+                         ("saturation", 0.5, 1.5), ("hue_degrees", -18.0, 18.0)):
+        values = np.array([getattr(d, name) for d in draws])
+        drawn = values != getattr(Photometric(), name)
+        assert 0.4 < drawn.mean() < 0.6, name  # each step with p = 0.5
+        assert np.all((values[drawn] >= lo) & (values[drawn] <= hi)), name
+    assert 0.4 < np.mean([d.contrast_first for d in draws]) < 0.6
+    assert draw_photometric(np.random.default_rng(7)) == draw_photometric(np.random.default_rng(7))
+    np.testing.assert_array_equal(Photometric(True, 1.1, 0.9, 1.2, -5.0).as_array(),
+                                  np.array([1, 1.1, 0.9, 1.2, -5], dtype=np.float32))
 
 
 def test_drop_small_faces_uses_the_shorter_side():
@@ -112,11 +118,13 @@ def test_augment_pipeline_is_seeded_and_in_bounds():
     image, boxes = painted(160, 120)[0], painted(160, 120)[1] * 2
     cfg = AugmentConfig(size=64, min_face=6)
     outputs = [augment(image, boxes, np.random.default_rng(seed), cfg) for seed in range(12)]
-    for out, kept in outputs:
+    for out, kept, draw in outputs:
         assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+        assert isinstance(draw, Photometric)
         assert np.all(kept >= 0) and np.all(kept <= 64)
         assert np.all(np.minimum(kept[:, 2] - kept[:, 0], kept[:, 3] - kept[:, 1]) >= 6)
     again = augment(image, boxes, np.random.default_rng(5), cfg)
     np.testing.assert_array_equal(again[0], outputs[5][0])
     np.testing.assert_array_equal(again[1], outputs[5][1])
+    assert again[2] == outputs[5][2]
     assert any(not np.array_equal(o[0], outputs[0][0]) for o in outputs[1:])

@@ -111,5 +111,6 @@ def test_roc_x_range_keeps_the_1000_fp_point(tmp_path, monkeypatch, max_fp, righ
     figures = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, out: figures.append(fig) or out)
     fp = np.linspace(0, max_fp, 20)
-    plots.plot_roc({"discrete": (fp, np.linspace(0, 0.9, 20))}, tmp_path / "roc.png")
+    plots.plot_roc({"discrete": (fp, np.linspace(0, 0.9, 20), 0.9)}, tmp_path / "roc.png",
+                   report_fp=1000)
     assert figures[0].axes[0].get_xlim() == pytest.approx((0, right))

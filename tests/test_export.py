@@ -165,13 +165,8 @@ def test_postprocess_export_matches_pytorch_on_a_trained_d0(trained_d0, tmp_path
     results = verify_onnx(trained_d0, path, sizes, with_postprocess=True, postprocess=post)
     for r in results:
         assert r.ok(1e-3), r
-    assert sum(r.unmatched for r in results) > 0  # near-ties were met and told apart
-    # the comparison this replaces, row by row, reported hundreds of pixels here
-    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        (expected,) = ExportGraph(trained_d0, post)(x)
-    (got,) = onnx_session(path).run(None, {"images": x.numpy()})
-    assert np.abs(expected.numpy() - got).max() > 10
+    # Whether near-ties occur depends on the thread count's rounding; how they are told apart
+    # is tested on fixed rows in test_detections_difference_compares_rows_as_sets_up_to_near_ties.
 
 
 def test_in_graph_postprocess_is_select_with_the_floor_before_the_top_k(trained_d0, tmp_path):

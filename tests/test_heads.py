@@ -51,7 +51,7 @@ def test_init_keeps_the_signal_and_sets_the_prior_bias():
 def test_detector_heads_follow_the_config():
     d0 = build_asfd("D0")
     assert d0.config.head_norm == "batch" and d0.config.cls_prior == 0.001
-    assert d0.heads.n_maps == d0.config.head_maps == 10          # 6 second-shot + 4 first-shot
+    assert d0.heads.n_maps == d0.config.head_maps == 11          # 6 second-shot + 5 first-shot
     single = ASFD(asfd_config("D0", dual_shot=False), d0.genotype)
     assert single.heads.n_maps == 6
     with pytest.raises(ValueError, match="heads have norms for 3 maps"):

@@ -1,5 +1,5 @@
 """Inference: post-processing, box voting, multi-scale geometry, batching, output files, and
-the reference detectors (anchors, size against facts.md, save/load)."""
+the reference detectors (anchors, size against the original's, save/load)."""
 from __future__ import annotations
 
 import json
@@ -14,10 +14,9 @@ from detectors.inference import (
     NEAR_CONSTANT_MIN_BOXES, PICTURE_MAX_BOXES, draw_detections, iter_inputs, listed_images,
     picture_boxes, picture_warning, select, write_detections,
 )
+from detectors.asfd import CHECKPOINT_VERSION, LEGACY_REFERENCE_FORMAT, load_model, save_model
 from detectors.macs import profile_model
-from detectors.reference_detectors import (
-    MultiAnchorGenerator, build_reference_detector, load_detector, save_detector,
-)
+from detectors.reference_detectors import MultiAnchorGenerator, build_reference_detector
 
 
 def boxes(*rows) -> torch.Tensor:
@@ -128,8 +127,8 @@ def retinaface():
     return build_reference_detector("retinaface_mnet025").eval()
 
 
-def test_retinaface_size_matches_facts(retinaface):
-    """facts.md: ~0.43M parameters (with landmark heads), ~0.74 G MACs at 640x480."""
+def test_retinaface_size_matches_the_original(retinaface):
+    """The original (with landmark heads): ~0.43M parameters, ~0.74 G MACs at 640x480."""
     prof = profile_model(retinaface, (640, 480))
     assert abs(prof.params / 0.43e6 - 1) < 0.1
     assert abs(prof.macs / 0.74e9 - 1) < 0.05
@@ -159,8 +158,9 @@ def test_same_size_images_batch_exactly(retinaface):
 def test_reference_detectors_save_and_load(name, tmp_path):
     torch.manual_seed(1)
     model = build_reference_detector(name, **({"width": 16} if name == "dsfd_like" else {})).eval()
-    path = save_detector(model, tmp_path / "m.pt")
-    loaded = load_detector(path).eval()
+    path = save_model(model, tmp_path / "m.pt")
+    assert torch.load(path, weights_only=True)["version"] == CHECKPOINT_VERSION
+    loaded = load_model(path).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         a, b = model(x).second, loaded(x).second
@@ -168,6 +168,19 @@ def test_reference_detectors_save_and_load(name, tmp_path):
     assert torch.equal(a.anchors, b.anchors)
     if name == "dsfd_like":   # DSFD's FEM enhances all six levels, the stride-4 one included
         assert loaded.config.enhanced_levels == ("P2", "P3", "P4", "P5", "P6", "P7")
+
+
+def test_reference_detector_files_of_the_old_format_still_load(retinaface, tmp_path):
+    """RetinaFace-style files written before reference detectors shared the model-file format."""
+    path = tmp_path / "old.pt"
+    torch.save({"format": LEGACY_REFERENCE_FORMAT, "version": 1, "arch": "retinaface",
+                "config": retinaface.config.to_dict(), "state_dict": retinaface.state_dict(),
+                "extra": {"epoch": 2}}, path)
+    loaded = load_model(path).eval()
+    assert loaded.config == retinaface.config
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).second.cls, retinaface(x).second.cls)
 
 
 def test_detect_writes_json_txt_and_picture(retinaface, tmp_path):

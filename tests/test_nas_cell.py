@@ -1,4 +1,5 @@
-"""SearchCell (PC-DARTS DAG / top-1 Gumbel tree), derivation, FixedCell, Supernet plumbing."""
+"""SearchCell (PC-DARTS DAG / top-1 Gumbel tree strategies), derivation, FixedCell, Supernet
+plumbing."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +11,7 @@ from nas_search.cell import (
     FixedCell, SearchCell, best_op, edge_index, node_edges, num_edges,
 )
 from nas_search.gumbel import gumbel_noise
+from nas_search.strategies import get_strategy
 from nas_toys import CONV_OPS, ToySupernet
 
 OPS3 = (*CONV_OPS, "test_double")
@@ -17,7 +19,8 @@ OPS3 = (*CONV_OPS, "test_double")
 
 def make_cell(**kwargs) -> SearchCell:
     torch.manual_seed(0)
-    args = dict(channels=4, n_nodes=3, op_names=CONV_OPS, mode="top1_tree", concat="cat_all", k=1)
+    args = dict(channels=4, n_nodes=3, op_names=CONV_OPS, strategy="top1_tree", concat="cat_all",
+                k=1)
     cell = SearchCell(**(args | kwargs))
     cell.gumbel_generator = torch.Generator().manual_seed(1)
     return cell
@@ -110,7 +113,7 @@ def test_cat_leaf_projects_exactly_the_leaves_of_the_sampled_tree():
 
 
 def test_pcdarts_node_is_the_edge_normalised_sum_of_all_incoming_edges():
-    cell = make_cell(mode="pcdarts", k=2)
+    cell = make_cell(strategy="pcdarts", k=2)
     with torch.no_grad():
         cell.arch_gamma.normal_()
     calls, got = record_edges(cell), record_projection(cell)
@@ -123,7 +126,7 @@ def test_pcdarts_node_is_the_edge_normalised_sum_of_all_incoming_edges():
 
 
 def test_pcdarts_cat_leaf_uses_the_leaves_of_the_derived_dag():
-    cell = make_cell(mode="pcdarts", concat="cat_leaf", n_nodes=4, top_k=1)
+    cell = make_cell(strategy="pcdarts", concat="cat_leaf", n_nodes=4, top_k=1)
     with torch.no_grad():  # top-1 parents: 1 <- 0, 2 <- 1, 3 <- 0, 4 <- 0: leaves 2, 3, 4
         cell.arch_gamma.copy_(torch.tensor([0, 0, 5, 5, 0, 0, 5, 0, 0, 0.]))
     got = record_projection(cell)
@@ -146,7 +149,7 @@ def test_derive_picks_argmax_ops_and_parents_by_edge_normalised_strength():
     assert tree == CellGenotype((NodeGenotype((Edge(0, "test_double"),)),
                                  NodeGenotype((Edge(1, "test_conv1"),)),
                                  NodeGenotype((Edge(0, "test_conv3"),))), "cat_all")
-    cell.mode = "pcdarts"
+    cell.strategy = get_strategy("pcdarts")
     dag = cell.derive(top_k=2)
     assert [n.parents for n in dag.nodes] == [(0,), (0, 1), (1, 2)]
     assert dag.nodes[2].edges == (Edge(1, "test_conv3"), Edge(2, "test_conv1"))
@@ -187,9 +190,9 @@ def test_fixed_cell_sums_dag_edges_and_rejects_partial_channel_weights():
         FixedCell(4, CellGenotype((NodeGenotype((Edge(1, "test_conv1"),)),)))
 
 
-def test_search_cell_rejects_unknown_modes():
-    with pytest.raises(ValueError, match="unknown mode"):
-        make_cell(mode="darts")
+def test_search_cell_rejects_unknown_strategies_and_concats():
+    with pytest.raises(KeyError, match="unknown search strategy 'darts'; registered"):
+        make_cell(strategy="darts")
     with pytest.raises(ValueError, match="unknown concat"):
         make_cell(concat="cat_some")
 

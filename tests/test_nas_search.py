@@ -14,8 +14,9 @@ import torch.multiprocessing as mp
 from genotypes.io import load_genotype
 from genotypes.validate import validate_genotype
 from nas_search.registry import list_ops
+from nas_search.runtime import NonFiniteLossError
 from nas_search.search import (
-    CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, NonFiniteLossError, SearchConfig, search,
+    CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, SearchConfig, search,
 )
 from nas_toys import ToySupernet, ToyTask
 
@@ -46,7 +47,7 @@ def test_config_round_trips_and_names_bad_fields():
                                   "arch_betas": [0.9, 0.99]})
     assert cfg.w_lr == 1.0 and cfg.arch_betas == (0.9, 0.99)
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="cfg.yaml: unknown field.*'epoch'"):
+    with pytest.raises(ValueError, match="cfg.yaml: unknown key.*'epoch'"):
         SearchConfig.from_dict({"epoch": 3}, source="cfg.yaml")
     with pytest.raises(ValueError, match="w_lr: expected float"):
         SearchConfig.from_dict({"w_lr": "fast"})

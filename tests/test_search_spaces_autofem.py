@@ -46,7 +46,7 @@ class AutoFEMSupernet(Supernet):
     def __init__(self, mode="top1_tree", k=2):
         super().__init__()
         self.fpn = AutoFEMFPNSearch(C, k=k)
-        self.cpm = AutoFEMCPMSearch(C, n_nodes=2, mode=mode, k=k)
+        self.cpm = AutoFEMCPMSearch(C, n_nodes=2, strategy=mode, k=k)
 
     def forward(self, feats):
         return self.cpm(self.fpn(feats))
@@ -249,7 +249,7 @@ def test_fixed_fpn_errors():
 @pytest.mark.parametrize("concat", ["cat_leaf", "cat_all"])
 def test_cpm_supernet_shapes_and_gradients(mode, concat):
     torch.manual_seed(0)
-    cpm = AutoFEMCPMSearch(C, n_nodes=3, mode=mode, concat=concat, k=4)
+    cpm = AutoFEMCPMSearch(C, n_nodes=3, strategy=mode, concat=concat, k=4)
     out = cpm(pyramid())
     assert shapes(out) == [(1, C, h, w) for h, w in PYRAMID_SIZES]
     sum(o.square().mean() for o in out).backward()
@@ -271,7 +271,7 @@ def test_cpm_levels_have_their_own_architecture():
 
 def test_fixed_cpm_matches_the_supernet_at_one_hot_alpha():
     torch.manual_seed(0)
-    cpm = AutoFEMCPMSearch(C, n_nodes=4, mode="top1_tree", concat="cat_leaf", k=1)
+    cpm = AutoFEMCPMSearch(C, n_nodes=4, strategy="top1_tree", concat="cat_leaf", k=1)
     for seed, cell in enumerate(cpm.blocks.values()):
         make_one_hot(cell.arch_alpha, seed)
         torch.nn.init.normal_(cell.arch_gamma)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from detectors.config import ConfigError, DataSource
+from detectors.data.loader import prepare_batch
 from detectors.data.synthetic import make_synthetic
 from detectors.search_task import (
     FaceSearchConfig, FaceSearchTask, SearchFile, load_search_file,
@@ -35,15 +36,15 @@ def test_supernet_step_trains_weights_and_architecture(tiny_data, target, mode):
     task = FaceSearchTask(FaceSearchConfig(target=target, mode=mode, **TINY), tiny_data)
     model = task.build_supernet().train()
     model.set_gumbel_generator(torch.Generator().manual_seed(0))
-    images, boxes = next(iter(task.train_batches(0)))
-    loss = task.loss(model, (images, boxes))
+    batch = next(iter(task.train_batches(0)))
+    loss = task.loss(model, batch)
     assert loss.dim() == 0 and math.isfinite(loss.item()) and loss.item() > 0
     loss.backward()
     assert model.backbone.stage1[0][0].weight.grad.abs().sum() > 0
     # At 64 px the DRMC loss picks no anchor on the coarse levels; a surrogate over every
     # second-shot output reaches all six cells / FPN levels.
     model.zero_grad()
-    output = model(images)
+    output = model(prepare_batch(batch, "cpu")[0])
     (output.second.cls.sum() + output.second.reg.sum()).backward()
     arch = dict(model.named_arch_parameters())
     trained = {n for n, p in arch.items() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -83,10 +84,10 @@ def test_weight_and_architecture_images_are_a_deterministic_partition(tiny_data)
     arch = {s.rel_path for s in a.arch_samples}
     assert weight and arch and not weight & arch and len(weight | arch) == 8
     assert weight == {s.rel_path for s in b.weight_samples}
-    first = [x for x, _ in a.train_batches(1)]
-    again = [x for x, _ in b.train_batches(1)]
+    first = [batch.images for batch in a.train_batches(1)]
+    again = [batch.images for batch in b.train_batches(1)]
     assert all(torch.equal(x, y) for x, y in zip(first, again))
-    other_epoch = [x for x, _ in a.train_batches(2)]
+    other_epoch = [batch.images for batch in a.train_batches(2)]
     assert not all(torch.equal(x, y) for x, y in zip(first, other_epoch))
     description = a.describe()
     assert (description["weight_images"], description["arch_images"]) == (len(weight), len(arch))
@@ -125,7 +126,7 @@ def test_search_config_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.yaml: task: unknown key\(s\) \['chanels'\]"):
         load_search_file(bad)
     bad.write_text("search:\n  epochs: many\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: search: epochs"):
+    with pytest.raises(ValueError, match=r"bad.yaml: search\.epochs: expected int"):
         load_search_file(bad)
     with pytest.raises(ConfigError, match="divisible by k=4"):
         load_search_file(None, ["task.channels=10"])

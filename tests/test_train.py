@@ -10,21 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.config import (
-    ConfigError, DataSource, ModelConfig, OptimConfig, ScheduleConfig, load_config,
-)
+from detectors.asfd import load_model
+from detectors.config import DataSource, ModelConfig, OptimConfig, ScheduleConfig, load_config
 from detectors.data.synthetic import make_synthetic
 from detectors.data.wider import FaceSample
 from detectors.evaluation.wider_eval import evaluate_wider, load_wider_ground_truth
 from detectors.losses import DSFDLoss, LossResult, build_loss, register_loss
-from detectors.reference_detectors import load_detector
 from detectors.train import (
-    CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, STATE_FORMAT, DistContext,
-    NonFiniteLossError, TrainEvent, build_model, build_optimizer, ground_truth_from_samples,
-    is_val_position, load_samples, lr_at, resolve_device, restrict_ground_truth, split_images,
-    train,
+    CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, STATE_FORMAT, TrainEvent, build_model,
+    build_optimizer, ground_truth_from_samples, is_val_position, load_samples, lr_at,
+    restrict_ground_truth, split_images, train,
 )
-from nas_search.checkpoint import CheckpointError
+from nas_search.runtime import (
+    CheckpointError, ConfigError, DistContext, NonFiniteLossError, resolve_device,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAL_SAMPLE = SHARED / "wider-val-sample"
@@ -234,7 +233,7 @@ def test_short_run_lowers_loss_and_writes_files(synthetic, tmp_path):
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert float(rows[0]["lr"]) == pytest.approx(1e-6) and float(rows[2]["lr"]) == 0.01
     assert {"second/reg", "second/cls", "first/cls", "images_per_s"} <= set(rows[0])
-    model = load_detector(tmp_path / MODEL_FILE)
+    model = load_model(tmp_path / MODEL_FILE)
     ref = result.model.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
     with pytest.raises(FileExistsError, match="--resume"):
@@ -339,13 +338,13 @@ def test_cuda_run_uses_mixed_precision_and_evaluates(synthetic, tmp_path):
 
 def test_config_records_the_genotype_of_a_model_file(synthetic, tmp_path):
     from detectors.asfd import build_asfd, save_model
-    from detectors.reference_detectors import build_reference_detector, save_detector
+    from detectors.reference_detectors import build_reference_detector
     from detectors.train import Trainer, recorded_model_config
 
     model = build_asfd("D0", "asfd_paper_like", width=16)
     derived = save_model(model, tmp_path / "d0.pt", extra={"derived_from": "runs/search_cpm"})
     plain = save_model(model, tmp_path / "plain.pt")
-    reference = save_detector(build_reference_detector("retinaface_mnet025"), tmp_path / "r.pt")
+    reference = save_model(build_reference_detector("retinaface_mnet025"), tmp_path / "r.pt")
     assert recorded_model_config(ModelConfig(str(derived))).genotype == "runs/search_cpm"
     assert recorded_model_config(ModelConfig(str(plain))).genotype == f"{plain} (embedded)"
     assert recorded_model_config(ModelConfig(str(reference))).genotype == ""
@@ -354,3 +353,18 @@ def test_config_records_the_genotype_of_a_model_file(synthetic, tmp_path):
             resume=False, callback=None)
     recorded = load_config(tmp_path / "run" / "config.yaml")
     assert (recorded.model.name, recorded.model.genotype) == (str(derived), "runs/search_cpm")
+
+
+def test_training_step_distorts_each_batch_on_the_device(synthetic, tmp_path, monkeypatch):
+    import detectors.data.loader as loader_module
+
+    real, seen = loader_module.photometric, []
+
+    def spy(images, params):
+        seen.append((images.dtype, images.device.type, tuple(images.shape), tuple(params.shape)))
+        return real(images, params)
+
+    monkeypatch.setattr(loader_module, "photometric", spy)
+    result, _ = run_and_record(tiny_config(synthetic, "schedule.epochs=1"), tmp_path)
+    assert result.progress.iteration == 2
+    assert seen == [(torch.float32, "cpu", (4, 3, 64, 64), (4, 5))] * 2

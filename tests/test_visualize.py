@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 
 from asfd_cli.main import main
+from detectors.evaluation.fddb_eval import tpr_at
 from genotypes import LEVELS, load_genotype
 from visualize.history import (
     MIN_Y_SPAN, HistoryRecord, column_label, final_table, grid_positions, history_figure,
     history_panels, load_history, panel_title, plot_history, value_limits,
 )
-from visualize.plots import plot_pr_curves, plot_roc, tpr_at
+from visualize.plots import plot_pr_curves, plot_roc
 from visualize.render import LEGEND_PATHS, genotype_to_dot, render_genotype
 
 
@@ -312,8 +313,8 @@ def test_roc_png_and_tpr_at(tmp_path):
     assert tpr_at(fp, tpr, 1000) == 0.95
     assert tpr_at(fp, tpr, 600) == 0.9
     assert tpr_at(fp + 5, tpr, 1) == 0.0
-    assert_drawn_png(plot_roc({"discrete": (fp, tpr), "continuous": (fp, tpr * 0.8)},
-                              tmp_path / "roc.png"))
+    curves = {"discrete": (fp, tpr, 0.95), "continuous": (fp, tpr * 0.8, 0.76)}
+    assert_drawn_png(plot_roc(curves, tmp_path / "roc.png", report_fp=1000))
 
 
 # -------------------------------------------------------------------------------------- CLI

@@ -14,9 +14,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-#: FDDB reports the true-positive rate at 1000 false positives.
-FDDB_REPORT_FP = 1000
-
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure on an Agg canvas (headless)."""
@@ -55,27 +52,20 @@ def plot_pr_curves(curves: Mapping[str, tuple[ArrayLike, ArrayLike, float]],
     return save_figure(fig, out_png)
 
 
-def tpr_at(false_positives: ArrayLike, tpr: ArrayLike, fp: float) -> float:
-    """The best true-positive rate reached with at most ``fp`` false positives (0 if none)."""
-    false_positives, tpr = _paired("roc", false_positives, tpr, "false positives and TPR")
-    within = tpr[false_positives <= fp]
-    return float(within.max()) if within.size else 0.0
-
-
-def plot_roc(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], out_png: str | os.PathLike,
-             title: str = "ROC", report_fp: float = FDDB_REPORT_FP) -> Path:
-    """One ROC plot; ``curves[name] = (false_positives, tpr)`` (FDDB discrete / continuous).
-    The legend gives each curve's TPR at ``report_fp`` false positives, marked by a dotted line;
-    the x axis runs to the curves' end, but at least to 1.1x and at most to 2x ``report_fp``."""
+def plot_roc(curves: Mapping[str, tuple[ArrayLike, ArrayLike, float]],
+             out_png: str | os.PathLike, title: str = "ROC", *, report_fp: float) -> Path:
+    """One ROC plot; ``curves[name] = (false_positives, tpr, tpr_at_report_fp)`` (FDDB discrete /
+    continuous; :func:`detectors.evaluation.fddb_eval.tpr_at`). The legend gives each curve's
+    TPR at ``report_fp`` false positives, marked by a dotted line; the x axis runs to the curves'
+    end, but at least to 1.1x and at most to 2x ``report_fp``."""
     fig = new_figure(6, 4.5)
     ax = fig.add_subplot()
     max_fp = 0.0
-    for name, (false_positives, tpr) in curves.items():
+    for name, (false_positives, tpr, reported) in curves.items():
         false_positives, tpr = _paired(name, false_positives, tpr, "false positives and TPR")
         max_fp = max(max_fp, float(false_positives.max()))
         ax.plot(false_positives, tpr, lw=1.8,
-                label=f"{name} (TPR {tpr_at(false_positives, tpr, report_fp):.3f} "
-                      f"@ {report_fp:g} FP)")
+                label=f"{name} (TPR {reported:.3f} @ {report_fp:g} FP)")
     ax.axvline(report_fp, color="0.5", lw=0.8, ls=":")
     ax.set(ylim=(0, 1.02), xlabel="false positives", ylabel="true positive rate", title=title)
     ax.set_xlim(0, max(1.1 * report_fp, min(max_fp, 2 * report_fp)))

@@ -1,4 +1,4 @@
-"""Training augmentation: the DSFD / PyramidBox recipe (facts.md, "Augmentation").
+"""Training augmentation: the DSFD / PyramidBox recipe.
 
 Every function is pure: it takes an ``HWC`` uint8 RGB image and ``(N, 4)`` float32 ``xyxy``
 boxes and returns new ones, drawing randomness only from the ``numpy.random.Generator`` passed.
@@ -11,7 +11,10 @@ The pipeline (:func:`augment`):
    first or last at random (PyramidBox ``distort_image``). DSFD distorts the whole image before
    cropping; every step is per pixel (contrast's grey mean aside), so distorting the crop draws
    from nearly the same distribution at a fraction of the cost (a 320 px crop of a 1024 px image
-   has a tenth of its pixels);
+   has a tenth of its pixels). Only the parameters are drawn here (:func:`draw_photometric`);
+   :func:`detectors.data.batch_augment.photometric` applies them to the batch on the training
+   device. The steps are per pixel and the grey mean ignores pixel order, so applying them after
+   the flip gives the same image;
 4. horizontal flip with p = 0.5;
 5. faces whose shorter side is under ``min_face`` pixels (in network pixels) dropped.
 
@@ -20,10 +23,10 @@ inside it, and is then clipped to the window.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from detectors.data.image import MEAN_PIXEL
 
@@ -37,7 +40,7 @@ INTERPOLATIONS: tuple[Image.Resampling, ...] = (
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation settings; defaults are DSFD's (facts.md).
+    """Augmentation settings; defaults are DSFD's.
 
     ``brightness``/``contrast``/``saturation`` are the half-ranges of multiplicative factors
     around 1 (PIL ``ImageEnhance``, as PyramidBox/DSFD), ``hue_degrees`` the half-range of the
@@ -58,38 +61,46 @@ class AugmentConfig:
     flip_p: float = 0.5
 
 
-def _enhance(
-    image: np.ndarray, kind: type, half_range: float, rng: np.random.Generator,
-) -> np.ndarray:
-    factor = rng.uniform(1 - half_range, 1 + half_range)
-    return np.asarray(kind(Image.fromarray(image)).enhance(factor))
+@dataclass(frozen=True)
+class Photometric:
+    """One sample's photometric draw; the defaults are the identity (a step not drawn).
+
+    Factors follow PIL ``ImageEnhance`` (``brightness``: scale; ``contrast``: blend with the
+    grey mean; ``saturation``: blend with the grey image), ``hue_degrees`` rotates the hue.
+    ``contrast_first``: contrast before saturation and hue, else after them.
+    """
+
+    contrast_first: bool = False
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue_degrees: float = 0.0
+
+    def as_array(self) -> np.ndarray:
+        """The fields in order, as float32 (one row of a batch's ``photometric`` tensor)."""
+        return np.array(astuple(self), dtype=np.float32)
 
 
-def shift_hue(image: np.ndarray, degrees: float) -> np.ndarray:
-    """Rotate the hue of an RGB image by ``degrees`` (through PIL's 8-bit HSV)."""
-    hsv = np.array(Image.fromarray(image).convert("HSV"))
-    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + round(degrees * 256 / 360)) % 256
-    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
-
-
-def photometric_distort(
-    image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig(),
-) -> np.ndarray:
+def draw_photometric(rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()
+                     ) -> Photometric:
     """Brightness, then contrast-saturation-hue or saturation-hue-contrast; each step with
-    probability ``photometric_p``."""
+    probability ``photometric_p`` and a factor uniform in ``1 +- half-range``."""
     p = cfg.photometric_p
-    contrast_first = rng.random() < 0.5
+    contrast_first = bool(rng.random() < 0.5)
+    brightness = contrast = saturation = 1.0
+    hue = 0.0
     if rng.random() < p:
-        image = _enhance(image, ImageEnhance.Brightness, cfg.brightness, rng)
+        brightness = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
     if contrast_first and rng.random() < p:
-        image = _enhance(image, ImageEnhance.Contrast, cfg.contrast, rng)
+        contrast = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
     if rng.random() < p:
-        image = _enhance(image, ImageEnhance.Color, cfg.saturation, rng)
+        saturation = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
     if rng.random() < p:
-        image = shift_hue(image, rng.uniform(-cfg.hue_degrees, cfg.hue_degrees))
+        hue = rng.uniform(-cfg.hue_degrees, cfg.hue_degrees)
     if not contrast_first and rng.random() < p:
-        image = _enhance(image, ImageEnhance.Contrast, cfg.contrast, rng)
-    return image
+        contrast = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+    return Photometric(contrast_first, float(brightness), float(contrast), float(saturation),
+                       float(hue))
 
 
 def _window_start(
@@ -209,8 +220,9 @@ def letterbox(
 def augment(
     image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
     cfg: AugmentConfig = AugmentConfig(),
-) -> tuple[np.ndarray, np.ndarray]:
-    """The full training pipeline (module docstring); output is ``cfg.size`` square."""
+) -> tuple[np.ndarray, np.ndarray, Photometric]:
+    """The geometric part of the training pipeline (module docstring) and the photometric draw
+    for the device to apply; the image is ``cfg.size`` square uint8."""
     image_size = (image.shape[1], image.shape[0])
     if len(boxes) and rng.random() < cfg.anchor_sampling_p:
         window = anchor_sampling_window(boxes, image_size, rng, cfg.size, cfg.anchor_scales)
@@ -218,7 +230,7 @@ def augment(
         window = random_crop_window(boxes, image_size, rng, cfg.crop_min_scale, cfg.crop_trials)
     resample = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
     image, boxes = crop_resize(image, boxes, window, (cfg.size, cfg.size), resample)
-    image = photometric_distort(image, rng, cfg)
+    photometric = draw_photometric(rng, cfg)
     if rng.random() < cfg.flip_p:
         image, boxes = hflip(image, boxes)
-    return image, drop_small_faces(boxes, cfg.min_face)
+    return image, drop_small_faces(boxes, cfg.min_face), photometric

@@ -7,6 +7,7 @@ normalises to 0.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,14 +68,32 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
 
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``[..., 3, H, W]`` -> float32 in [0, 1], on the tensor's device."""
+    return images.float().div_(255)
+
+
+@lru_cache(maxsize=None)
+def channel_vector(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """``values`` as a float32 ``[C, 1, 1]`` tensor on ``device``, made once per device: a
+    fresh copy to a GPU at every step would wait for all the work queued before it."""
+    import torch
+
+    return torch.tensor(values, device=device).view(-1, 1, 1)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Float RGB ``[..., 3, H, W]`` in [0, 1] -> ``(x - IMAGE_MEAN) / IMAGE_STD``, in place."""
+    return (images.sub_(channel_vector(IMAGE_MEAN, images.device))
+            .div_(channel_vector(IMAGE_STD, images.device)))
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``HWC`` uint8 RGB array -> normalised ``CHW`` float32 tensor."""
+    """``HWC`` uint8 RGB array -> normalised ``CHW`` float32 tensor (:func:`to_unit`, then
+    :func:`normalize`: training batches get the same two steps on their device)."""
     import torch
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
             f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-    x = torch.tensor(image).permute(2, 0, 1).float().div_(255)
-    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(3, 1, 1)
-    return x.sub_(mean).div_(std)
+    return normalize(to_unit(torch.tensor(image).permute(2, 0, 1)))

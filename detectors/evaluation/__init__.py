@@ -1,5 +1,5 @@
 """Evaluation: the official WIDER FACE protocol and the FDDB ROC (names imported on first use)."""
-from detectors.lazy import lazy_exports
+from nas_search.runtime.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "fddb_eval": ("FDDBResult", "evaluate_fddb", "read_fddb_detections", "write_fddb_detections"),

@@ -25,15 +25,23 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 
 from detectors.data.fddb import FDDBAnnotation, ellipse_extents, parse_fddb_blocks
 from detectors.data.wider import xywh_to_xyxy
 from detectors.evaluation.wider_eval import box_lines
-from visualize.plots import tpr_at
 
 ScoreKind = Literal["discrete", "continuous"]
 MATCH_IOU = 0.5
+#: FDDB reports the true-positive rate at 1000 false positives.
+FDDB_REPORT_FP = 1000
+
+
+def tpr_at(false_positives: ArrayLike, tpr: ArrayLike, fp: float) -> float:
+    """The best true-positive rate reached with at most ``fp`` false positives (0 if none)."""
+    within = np.asarray(tpr, dtype=float)[np.asarray(false_positives, dtype=float) <= fp]
+    return float(within.max()) if within.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,8 @@ class FDDBResult:
     tpr_continuous: np.ndarray
     num_faces: int
 
-    def tpr_at(self, false_positives: int = 1000, kind: ScoreKind = "discrete") -> float:
+    def tpr_at(self, false_positives: int = FDDB_REPORT_FP, kind: ScoreKind = "discrete"
+               ) -> float:
         """Highest TPR reached with at most ``false_positives`` false positives (0 if none)."""
         tpr = self.tpr_discrete if kind == "discrete" else self.tpr_continuous
         return tpr_at(self.false_positives, tpr, false_positives)

@@ -1,7 +1,7 @@
 """The official WIDER FACE evaluation (Yang et al., CVPR 2016; ``eval_tools`` MATLAB code),
 reproduced exactly and vectorised with NumPy.
 
-Protocol (facts.md, "WIDER FACE evaluation protocol"):
+Protocol:
 
 * Ground truth: ``wider_face_val.mat`` holds every box (x, y, w, h) per image;
   ``wider_{easy,medium,hard}_val.mat`` ``gt_list`` the 1-based indices of the boxes that count

@@ -1,24 +1,28 @@
-"""Reading the toolkit's ``.pt`` files safely: ``torch.load(weights_only=True)``.
+"""The toolkit's ``.pt`` files: written atomically, read safely (``weights_only=True``).
 
-A pickle can run any code while it loads; ``weights_only=True`` unpickles only tensors, plain
-containers and scalars, plus the types a caller allows (e.g. the NumPy RNG state of a training
-checkpoint). Every failure (an empty, truncated or foreign file, a refused object) is a
-:class:`CheckpointError` naming the file, never a traceback from the unpickler.
+A file is written to a temporary path beside its target, then renamed onto it, so that a crash
+never leaves a torn file. A pickle can run any code while it loads; ``weights_only=True``
+unpickles only tensors, plain containers and scalars, plus the types a caller allows (e.g. the
+NumPy RNG state of an old training checkpoint). Every failure (an empty, truncated or foreign
+file, a refused object) is a :class:`CheckpointError` naming the file, never a traceback from
+the unpickler.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-#: The globals a NumPy array needs (the ``numpy`` entry of a saved ``np.random.get_state()``).
+#: The globals a NumPy array needs (the ``numpy`` entry of ``np.random.get_state()`` as training
+#: checkpoints saved it before :mod:`nas_search.runtime.rng` stored it as a tensor).
 NUMPY_ARRAY_GLOBALS: tuple[Any, ...] = (
     np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)))
 
@@ -54,3 +58,26 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint",
     except (pickle.UnpicklingError, EOFError, OSError, RuntimeError, KeyError, ValueError,
             zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not a readable {what}: {_reason(exc)}") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on leaving the block it replaces ``path``
+    (``os.replace``), or, when the block raised, it is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(payload)`` to ``path`` atomically (:func:`atomic_path`), creating its
+    folder; :func:`load_checkpoint` reads it back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
