@@ -31,6 +31,7 @@ from detectors.anchors import AnchorGenerator, Shot
 from detectors.backbones import Backbone, ExtraLevels, build_backbone
 from detectors.heads import DetectionHeads, DetectorOutput, HeadConv, HeadNorm, ShotOutput
 from genotypes.io import genotype_from_dict, genotype_to_dict, load_genotype
+from genotypes.validate import NO_LIMITS
 from genotypes.schema import LEVELS, Genotype
 from nas_search.registry import Registry, list_ops
 from nas_search.runtime import (
@@ -342,7 +343,7 @@ def resolve_genotype(genotype: Genotype | str | Path) -> Genotype:
     """A genotype object as is, else a file path or a shipped genotype name, loaded and checked."""
     if isinstance(genotype, Genotype):
         return genotype
-    return load_genotype(genotype, known_ops=list_ops())
+    return load_genotype(genotype, known_ops=list_ops(), limits=NO_LIMITS)
 
 
 def build_asfd(
@@ -438,7 +439,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
         raise ValueError(f"{path}: checkpoint version {ckpt.get('version')}, this asfd reads "
                          f"versions 1-{CHECKPOINT_VERSION}")
     genotype = None if ckpt["genotype"] is None else genotype_from_dict(
-        ckpt["genotype"], known_ops=list_ops(), source=f"{path}: genotype")
+        ckpt["genotype"], known_ops=list_ops(), source=f"{path}: genotype", limits=NO_LIMITS)
     if ckpt.get("arch") not in MODEL_ARCHS:
         raise ValueError(f"{path}: model architecture {ckpt.get('arch')!r} is not registered "
                          f"{MODEL_ARCHS.names()}")

@@ -37,6 +37,7 @@ from detectors.macs import Profile, profile_model
 from detectors.search_task import FaceSearchTask, SearchFile, search_file_from_dict
 from detectors.train import STATE_FILE, TrainEvent, TrainResult, train
 from genotypes.io import load_genotype
+from genotypes.validate import NO_LIMITS
 from genotypes.schema import Genotype
 from nas_search.registry import list_ops
 from nas_search.runtime import (
@@ -195,7 +196,7 @@ def render_search(run_dir: str | Path, render: bool = True) -> SearchArtifacts:
     from visualize.history import load_history, plot_history
 
     run_dir = Path(run_dir)
-    genotype = load_genotype(run_dir / GENOTYPE_FILE, known_ops=list_ops())
+    genotype = load_genotype(run_dir / GENOTYPE_FILE, known_ops=list_ops(), limits=NO_LIMITS)
     svg = png = None
     if render:
         try:
@@ -246,7 +247,8 @@ def derive_detector(genotype: Genotype | str | Path, variant: Variant = "D0",
                     **overrides: Any) -> ASFD:
     """The fixed, untrained ASFD-``variant`` network of a searched genotype (Sec. 3.4)."""
     if not isinstance(genotype, Genotype):
-        genotype = load_genotype(resolve_search_output(genotype), known_ops=list_ops())
+        genotype = load_genotype(resolve_search_output(genotype), known_ops=list_ops(),
+                                 limits=NO_LIMITS)
     for key, value in feature_overrides(variant, genotype).items():
         overrides.setdefault(key, value)
     return build_asfd(variant, genotype, **overrides)
@@ -308,7 +310,7 @@ def held_out_split(data_dir: str | Path, holdout_fraction: float) -> tuple[DataS
 
 def with_genotype(config: TrainConfig, genotype: str | Path, variant: Variant) -> TrainConfig:
     """``config`` set to train ASFD-``variant`` of ``genotype`` (a file or a shipped name)."""
-    loaded = load_genotype(genotype, known_ops=list_ops())
+    loaded = load_genotype(genotype, known_ops=list_ops(), limits=NO_LIMITS)
     options = {**config.model.options, **detector_options(variant, loaded)}
     model = dataclasses.replace(config.model, name=variant, genotype=str(genotype),
                                 options=options)

@@ -4,7 +4,7 @@ from genotypes.schema import (
     FPNGenotype, FPNLevelGenotype, FPNPath, Genotype, GenotypeMeta, NodeGenotype,
 )
 from genotypes.validate import (
-    DEFAULT_LIMITS, GenotypeError, GenotypeLimits, cell_graph, validate_genotype,
+    DEFAULT_LIMITS, NO_LIMITS, GenotypeError, GenotypeLimits, cell_graph, validate_genotype,
 )
 from genotypes.io import (
     genotype_from_dict, genotype_from_yaml, genotype_to_dict, genotype_to_yaml, list_library,

@@ -41,7 +41,9 @@ from genotypes.schema import (
     FPN_PATHS, GENOTYPE_VERSION, CellGenotype, Edge, FPNGenotype, FPNLevelGenotype, Genotype,
     GenotypeMeta, NodeGenotype,
 )
-from genotypes.validate import DEFAULT_LIMITS, GenotypeError, GenotypeLimits, validate_genotype
+from genotypes.validate import (
+    DEFAULT_LIMITS, NO_LIMITS, GenotypeError, GenotypeLimits, validate_genotype,
+)
 
 LIBRARY_PACKAGE = "genotypes"
 LIBRARY_DIR = "library"
@@ -102,7 +104,7 @@ def genotype_to_yaml(genotype: Genotype) -> str:
 def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
     """Validate (without the size caps: a search's result is always kept), then write
     ``genotype`` to ``path`` atomically (temp file + rename)."""
-    validate_genotype(genotype, limits=GenotypeLimits(max_nodes=None, max_edges=None))
+    validate_genotype(genotype, limits=NO_LIMITS)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = genotype_to_yaml(genotype)

@@ -43,6 +43,9 @@ class GenotypeLimits:
 
 #: The caps :func:`validate_genotype` applies unless told otherwise.
 DEFAULT_LIMITS = GenotypeLimits()
+#: No caps: what building a network from a genotype uses (the caps guard rendering and display;
+#: a large cell builds and trains, it only draws slowly).
+NO_LIMITS = GenotypeLimits(max_nodes=None, max_edges=None)
 
 
 class GenotypeError(ValueError):

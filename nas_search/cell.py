@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genotypes.schema import CONCAT_MODES, CellGenotype, ConcatMode, Edge, Genotype, NodeGenotype
-from genotypes.validate import validate_genotype
+from genotypes.validate import NO_LIMITS, validate_genotype
 from nas_search.gumbel import GumbelSampled
 from nas_search.mixed_op import MixedOp
 from nas_search.registry import build_op, list_ops
@@ -216,7 +216,8 @@ class FixedCell(nn.Module):
 
     def __init__(self, channels: int, genotype: CellGenotype):
         super().__init__()
-        validate_genotype(Genotype(cells={"cell": genotype}), known_ops=list_ops())
+        validate_genotype(Genotype(cells={"cell": genotype}), known_ops=list_ops(),
+                          limits=NO_LIMITS)
         self.channels, self.genotype = channels, genotype
         self.ops = nn.ModuleList(build_op(edge.op, channels, 1)
                                  for node in genotype.nodes for edge in node.edges)

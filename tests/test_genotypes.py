@@ -412,3 +412,21 @@ def test_unknown_fpn_pathway_names_the_field(genotype):
     data["fpn"]["pathway"] = 3
     with pytest.raises(GenotypeError, match="fpn.pathway: expected a string"):
         genotype_from_dict(data)
+
+
+def test_size_caps_guard_rendering_not_building(tmp_path):
+    """A cell over the caps is refused where it would be drawn (validate/render lift it with
+    --max-nodes) and builds where a network is made from it (derive, training, model files)."""
+    from detectors.asfd import load_model, save_model
+    from detectors.pipeline import derive_detector
+
+    chain = CellGenotype(tuple(NodeGenotype((Edge(j, "conv_1x1"),)) for j in range(70)),
+                         "cat_leaf")
+    big = Genotype(cells={level: chain for level in LEVELS},
+                   meta=GenotypeMeta(search_space="autofem_cpm"))
+    path = save_genotype(big, tmp_path / "big.yaml")
+    with pytest.raises(GenotypeError, match="--max-nodes"):
+        load_genotype(path)
+    model = derive_detector(path, "D0", width=8)
+    assert model.genotype.cells["P3"].n_nodes == 70
+    assert load_model(save_model(model, tmp_path / "big.pt")).genotype.cells["P3"].n_nodes == 70
