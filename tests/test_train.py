@@ -361,10 +361,12 @@ def test_training_step_distorts_each_batch_on_the_device(synthetic, tmp_path, mo
     real, seen = loader_module.photometric, []
 
     def spy(images, params):
-        seen.append((images.dtype, images.device.type, tuple(images.shape), tuple(params.shape)))
+        seen.append((images.dtype, images.device.type, tuple(images.shape[1:]),
+                     len(images), tuple(params.shape)))
         return real(images, params)
 
     monkeypatch.setattr(loader_module, "photometric", spy)
     result, _ = run_and_record(tiny_config(synthetic, "schedule.epochs=1"), tmp_path)
     assert result.progress.iteration == 2
-    assert seen == [(torch.float32, "cpu", (4, 3, 64, 64), (4, 5))] * 2
+    # On the CPU one image at a time: 2 batches of 4.
+    assert seen == [(torch.float32, "cpu", (3, 64, 64), 1, (1, 5))] * 8

@@ -72,17 +72,16 @@ def rotate_hue(images: Tensor, degrees: Tensor) -> Tensor:
 
 def _where_drawn(images: Tensor, values: Tensor, identity: float,
                  step: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """``step`` on the images whose ``values`` (a CPU ``[B]``) are not the identity; the
-    others are left untouched (bit for bit)."""
+    """``step`` on the images whose ``values`` (a CPU ``[B]``) are not the identity, written
+    into ``images`` when only some are (the caller owns it); the others are left untouched
+    (bit for bit)."""
     drawn = values != identity
-    if not drawn.any():
-        return images
     if drawn.all():
         return step(images, values.to(images.device, images.dtype, non_blocking=True))
-    index = drawn.nonzero().squeeze(1).to(images.device, non_blocking=True)
-    factors = values[drawn].to(images.device, images.dtype, non_blocking=True)
-    images = images.clone()
-    images[index] = step(images[index], factors)
+    if drawn.any():
+        index = drawn.nonzero().squeeze(1).to(images.device, non_blocking=True)
+        factors = values[drawn].to(images.device, images.dtype, non_blocking=True)
+        images[index] = step(images[index], factors)
     return images
 
 
@@ -97,6 +96,7 @@ def photometric(images: Tensor, params: Tensor) -> Tensor:
         raise ValueError(f"photometric params: expected shape ({len(images)}, {len(COLUMN)}), "
                          f"got {tuple(params.shape)}")
     params = params.cpu()
+    images = images.clone()  # the steps write into their own copy, not the caller's
     first = params[:, COLUMN["contrast_first"]] > 0.5
     contrast = params[:, COLUMN["contrast"]]
     identity = IDENTITY["contrast"]

@@ -113,17 +113,32 @@ def detection_collate(batch: Sequence[DetectionSample]) -> DetectionBatch:
                           torch.stack(draws) if all(has_draws) else None)
 
 
+def _device_images(images: torch.Tensor, draws: torch.Tensor | None, device: torch.device
+                   ) -> torch.Tensor:
+    x = to_unit(images.to(device, non_blocking=True))
+    return normalize(x if draws is None else photometric(x, draws))
+
+
 def prepare_batch(
     batch: DetectionBatch, device: torch.device | str,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The network's input on ``device``: the uint8 images copied over (asynchronously from
     pinned memory), scaled to [0, 1], distorted by their photometric draws, normalised as
-    :func:`~detectors.data.image.to_tensor` does; and the boxes."""
-    images = to_unit(batch.images.to(device, non_blocking=True))
-    if batch.photometric is not None:
-        images = photometric(images, batch.photometric)
-    images = normalize(images).contiguous(memory_format=memory_format)
+    :func:`~detectors.data.image.to_tensor` does; and the boxes.
+
+    A GPU takes the batch at once; a CPU one image at a time, so that its floats stay in the
+    caches (README.md, "Benchmark: training data pipeline")."""
+    device = torch.device(device)
+    draws = batch.photometric
+    if device.type != "cpu":
+        images = _device_images(batch.images, draws, device).contiguous(
+            memory_format=memory_format)
+    else:
+        images = torch.empty(batch.images.shape, memory_format=memory_format)
+        for i in range(len(images)):
+            images[i] = _device_images(batch.images[i:i + 1],
+                                       None if draws is None else draws[i:i + 1], device)[0]
     return images, [b.to(device, non_blocking=True) for b in batch.boxes]
 
 
