@@ -108,15 +108,20 @@ def _pyramid_cell_problems(genotype: Genotype) -> list[str]:
     if not cells or (genotype.meta.search_space not in PYRAMID_SEARCH_SPACES
                      and not any(name in LEVELS for name in cells)):
         return []
+    return _level_set_problems("cells", cells, "cell", "an AutoFEM-CPM has one cell per level")
+
+
+def _level_set_problems(path: str, names: Collection[object], item: str, rule: str) -> list[str]:
+    """``names`` against exactly :data:`LEVELS`: the missing levels and the unexpected names."""
+    missing = [lv for lv in LEVELS if lv not in names]
+    extra = [name for name in names if name not in LEVELS]
     problems = []
-    missing = [lv for lv in LEVELS if lv not in cells]
-    extra = [name for name in cells if name not in LEVELS]
     if missing:
-        problems.append(f"cells: missing level(s) {', '.join(missing)}; an AutoFEM-CPM has one "
-                        f"cell per level {', '.join(LEVELS)}")
+        problems.append(f"{path}: missing level(s) {', '.join(missing)}; {rule} "
+                        f"{', '.join(LEVELS)}")
     if extra:
-        problems.append(f"cells: unexpected cell(s) {', '.join(map(str, extra))}; an "
-                        f"AutoFEM-CPM has one cell per level {', '.join(LEVELS)}")
+        problems.append(f"{path}: unexpected {item}(s) {', '.join(map(str, extra))}; {rule} "
+                        f"{', '.join(LEVELS)}")
     return problems
 
 
@@ -148,14 +153,7 @@ def _fpn_problems(fpn: FPNGenotype, known_ops: Collection[str] | None) -> list[s
     if fpn.pathway not in FPN_PATHWAYS:
         problems.append(f"fpn.pathway: unknown pathway {fpn.pathway!r}; "
                         f"expected one of {', '.join(FPN_PATHWAYS)}")
-    missing = [lv for lv in LEVELS if lv not in fpn.levels]
-    extra = [lv for lv in fpn.levels if lv not in LEVELS]
-    if missing:
-        problems.append(f"fpn.levels: missing level(s) {', '.join(missing)}; "
-                        f"an FPN has exactly {', '.join(LEVELS)}")
-    if extra:
-        problems.append(f"fpn.levels: unexpected level(s) {', '.join(map(str, extra))}; "
-                        f"an FPN has exactly {', '.join(LEVELS)}")
+    problems += _level_set_problems("fpn.levels", fpn.levels, "level", "an FPN has exactly")
     top, bottom = LEVELS[-1], LEVELS[0]
     for name in (lv for lv in LEVELS if lv in fpn.levels):
         level, path = fpn.levels[name], f"fpn.levels.{name}"
