@@ -120,19 +120,25 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         prepared(batch)
         return len(batch.images)
 
-    rows = {"loader": images_per_s(fresh(), lambda b: len(b.images), count, warmup, device),
-            "loader + device step": images_per_s(fresh(), device_step, count, warmup, device)}
+    rows: dict[str, float] = {}
+
+    def record(name: str, value: float) -> None:
+        rows[name] = value
+        print(f"{name}: {value:.3f}", flush=True)   # each row as it comes, in case of a timeout
+
+    record("loader", images_per_s(fresh(), lambda b: len(b.images), count, warmup, device))
+    record("loader + device step", images_per_s(fresh(), device_step, count, warmup, device))
     in_memory = list(fresh())
-    rows["device step alone"] = images_per_s(iter(in_memory), device_step, count, warmup, device)
+    record("device step alone", images_per_s(iter(in_memory), device_step, count, warmup, device))
     if args.model:
         inputs = [prepared(b) for b in in_memory]
         step = train_step(args.model, device)
-        rows["train, batches in memory"] = images_per_s(
-            iter(inputs), lambda pair: step(*pair), count, warmup, device)
+        record("train, batches in memory", images_per_s(
+            iter(inputs), lambda pair: step(*pair), count, warmup, device))
         step = train_step(args.model, device)
-        rows["train, loader"] = images_per_s(fresh(), lambda b: step(*prepared(b)), count,
-                                             warmup, device)
-        rows["data share"] = 1 - rows["train, loader"] / rows["train, batches in memory"]
+        record("train, loader", images_per_s(fresh(), lambda b: step(*prepared(b)), count,
+                                             warmup, device))
+        record("data share", 1 - rows["train, loader"] / rows["train, batches in memory"])
     return rows
 
 

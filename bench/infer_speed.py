@@ -1,6 +1,6 @@
-"""CPU speed of ASFD-D0, D1 and the RetinaFace-style baseline, side by side in one run.
+"""Speed of the ASFD family and the RetinaFace-style baseline, side by side in one run.
 
-Per model (untrained weights: speed does not depend on them):
+On the CPU (default: D0, D1 and the baseline), per model (untrained weights: speed does not depend on them):
 
 * latency: median wall-clock ms of the network's forward pass on one 640x480 image (Table 5's
   LAT, the paper's is on a GPU), with 1 and 2 intra-op threads, in PyTorch (eval mode,
@@ -10,7 +10,11 @@ Per model (untrained weights: speed does not depend on them):
 * training throughput: images/s of full SGD steps (forward, the model's loss with matching and
   hard negative mining, backward, update) at 640x640, batch 2, with the largest thread count.
 
-Run: ``PYTHONPATH=. python bench/infer_speed.py [--json out.json]``; on a shared machine pin
+With ``--device cuda`` (default: D0-D6 and the baseline), per model: the median forward
+latency at 640x480, batch 1, in fp32 and under fp16 autocast (NHWC, ``torch.cuda.synchronize``
+around each pass), beside Table 5's LAT column (the paper does not name its GPU).
+
+Run: ``PYTHONPATH=. python bench/infer_speed.py [--device cuda] [--json out.json]``; on a shared machine pin
 the cores (``taskset -c 0,1``) and close other work, the medians are only as quiet as the box.
 
 Measured 2026-11-28 (``taskset -c 0,1`` on this project's 2-core machine, torch 2.13; ms at
@@ -41,6 +45,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from detectors.asfd import ASFD_FAMILY, PAPER_TABLE5
 from detectors.config import ModelConfig
 from detectors.export import export_onnx, onnx_session
 from detectors.losses import build_loss
@@ -48,7 +53,8 @@ from detectors.macs import measure_latency, profile_model
 from detectors.train import build_model
 
 #: Model name -> the loss it trains with (configs/train_*.yaml).
-MODELS: dict[str, str] = {"D0": "drmc", "D1": "drmc", "retinaface_mnet025": "retinaface"}
+MODELS: dict[str, str] = {**{v: "drmc" for v in ASFD_FAMILY}, "retinaface_mnet025": "retinaface"}
+CPU_MODELS = ("D0", "D1", "retinaface_mnet025")
 
 
 def onnx_latency(path: Path, size: tuple[int, int], threads: int, repeats: int,
@@ -86,18 +92,8 @@ def train_images_per_s(model: torch.nn.Module, loss_name: str, size: int, batch:
     return batch / statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
-    parser.add_argument("--train-size", type=int, default=640)
-    parser.add_argument("--train-batch", type=int, default=2)
-    parser.add_argument("--train-steps", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-    size = (640, 480)
-
+def cpu_rows(args: argparse.Namespace, size: tuple[int, int]) -> list[dict]:
+    """Latency in PyTorch and onnxruntime per thread count, and training images/s."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -114,21 +110,71 @@ def main() -> None:
             row["train_img_s"] = train_images_per_s(model, MODELS[name], args.train_size,
                                                     args.train_batch, args.train_steps)
             rows.append(row)
+    return rows
 
-    table = Table(title=f"CPU speed: forward latency at {size[0]}x{size[1]} (median of "
-                        f"{args.repeats}), training at {args.train_size}x{args.train_size} batch "
-                        f"{args.train_batch} ({max(args.threads)} threads)")
-    headers = {"model": "model", "params_m": "params (M)", "macs_g": "MACs (G)",
-               **{f"{rt}_ms_{t}t": f"{label} {t}T (ms)" for t in args.threads
-                  for rt, label in (("torch", "PyTorch"), ("onnx", "ORT"))},
-               "train_img_s": "train img/s"}
+
+def cuda_rows(args: argparse.Namespace, size: tuple[int, int]) -> list[dict]:
+    """fp32 and fp16-autocast latency on the GPU, beside Table 5's LAT."""
+    torch.backends.cudnn.benchmark = True
+    rows = []
+    for name in args.models:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(name=name)).eval()
+        prof = profile_model(model, size)
+        model = model.to(args.device, memory_format=torch.channels_last)
+        paper = PAPER_TABLE5.get(name)
+        row = {"model": name, "params_m": prof.params_m, "macs_g": prof.macs_b,
+               "paper_ms": paper.latency_ms if paper else float("nan"),
+               "fp32_ms": measure_latency(model, size, args.repeats, warmup=10)}
+        with torch.autocast("cuda", dtype=torch.float16):
+            row["fp16_ms"] = measure_latency(model, size, args.repeats, warmup=10)
+        rows.append(row)
+        del model
+        torch.cuda.empty_cache()
+    return rows
+
+
+HEADERS = {"model": "model", "params_m": "params (M)", "macs_g": "MACs (G)",
+           "paper_ms": "Table 5 LAT (ms)", "fp32_ms": "fp32 (ms)", "fp16_ms": "fp16 (ms)",
+           "train_img_s": "train img/s"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU table")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS),
+                        help="default: D0, D1 and the baseline on the CPU, all on CUDA")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
+    parser.add_argument("--train-size", type=int, default=640)
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    size = (640, 480)
+    on_cuda = torch.device(args.device).type == "cuda"
+    args.models = args.models or (list(MODELS) if on_cuda else list(CPU_MODELS))
+
+    if on_cuda:
+        rows = cuda_rows(args, size)
+        title = (f"{torch.cuda.get_device_name(args.device)}: forward latency at "
+                 f"{size[0]}x{size[1]}, batch 1 (median of {args.repeats})")
+    else:
+        rows = cpu_rows(args, size)
+        title = (f"CPU speed: forward latency at {size[0]}x{size[1]} (median of "
+                 f"{args.repeats}), training at {args.train_size}x{args.train_size} batch "
+                 f"{args.train_batch} ({max(args.threads)} threads)")
+    headers = {**HEADERS, **{f"{rt}_ms_{t}t": f"{label} {t}T (ms)" for t in args.threads
+                             for rt, label in (("torch", "PyTorch"), ("onnx", "ORT"))}}
+    table = Table(title=title)
     for key in rows[0]:
         table.add_column(headers[key], justify="left" if key == "model" else "right")
     for row in rows:
         table.add_row(*(f"{v:.2f}" if isinstance(v, float) else v for v in row.values()))
     Console(width=160).print(table)
     if args.json:
-        args.json.write_text(json.dumps({"size": size, "threads": args.threads,
+        device = torch.cuda.get_device_name(args.device) if on_cuda else "cpu"
+        args.json.write_text(json.dumps({"size": size, "threads": args.threads, "device": device,
                                          "torch": torch.__version__, "rows": rows}, indent=1))
 
 
