@@ -30,11 +30,12 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(a: Tensor, b: Tensor, eps: float = 1e-7) -> Tensor:
-    """Pairwise IoU ``[N, M]`` of ``xyxy`` boxes ``a [N, 4]`` and ``b [M, 4]`` (0 for empty pairs)."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    """Pairwise IoU ``[..., N, M]`` of ``xyxy`` boxes ``a [..., N, 4]`` and ``b [..., M, 4]``
+    (leading dimensions broadcast; 0 for empty pairs)."""
+    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
     return inter / (union + eps)
 
 

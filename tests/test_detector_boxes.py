@@ -94,6 +94,40 @@ def test_matching_without_faces_and_with_degenerate_boxes():
     assert batch.labels.tolist() == [[1, 0], [0, 0]] and batch.boxes.shape == (2, 2, 4)
 
 
+def _match_one_by_one(anchors, gt, iou_threshold):
+    """The SSD loop, image by image: the reference the batched matching must equal."""
+    gt = gt[(gt[:, 2] > gt[:, 0]) & (gt[:, 3] > gt[:, 1])]
+    labels, boxes = torch.zeros(len(anchors), dtype=torch.long), torch.zeros(len(anchors), 4)
+    if len(gt):
+        iou = box_iou(gt, anchors)
+        best_iou, best_gt = iou.max(dim=0)
+        for face, anchor in enumerate(iou.argmax(dim=1).tolist()):
+            best_gt[anchor], best_iou[anchor] = face, 1.0
+        labels, boxes = (best_iou >= iou_threshold).long(), gt[best_gt]
+    return labels, boxes
+
+
+@pytest.mark.parametrize("max_elements", [1 << 25, 200])   # one pass; one image per chunk
+def test_batched_matching_equals_the_per_image_loop(max_elements):
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=g) * 50
+    anchors = torch.cat((xy, xy + 4 + torch.rand(60, 2, generator=g) * 12), dim=1)
+    faces = []
+    for count in (0, 1, 7, 3, 12):
+        f_xy = torch.rand(count, 2, generator=g) * 50
+        f = torch.cat((f_xy, f_xy + torch.rand(count, 2, generator=g) * 15), dim=1)
+        if count > 2:
+            f[1] = f[0] + 0.25               # two faces with one best anchor: the later wins
+            f[2, 2] = f[2, 0]                # zero width: dropped
+        faces.append(f)
+    batch = match_batch(anchors, faces, 0.3, max_elements=max_elements)
+    for i, f in enumerate(faces):
+        labels, boxes = _match_one_by_one(anchors, f, 0.3)
+        assert torch.equal(batch.labels[i], labels)
+        positive = labels == 1
+        assert torch.equal(batch.boxes[i][positive], boxes[positive])
+
+
 def test_nms_equals_the_greedy_definition_on_many_boxes():
     """The survivor-only rounds give exactly the textbook O(N^2) greedy result."""
     g = torch.Generator().manual_seed(0)
