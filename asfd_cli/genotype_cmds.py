@@ -11,8 +11,8 @@ from rich.table import Table
 from asfd_cli.main import CLIError
 from asfd_cli.options import add_out, non_negative_int
 from genotypes import DEFAULT_LIMITS, GenotypeLimits, list_library, load_genotype
-from genotypes.op_sets import paper_ops
 from nas_search.strategies import validate_for_strategy
+from search_spaces.schemas import fpn_of, paper_ops
 
 
 def known_ops() -> list[str]:
@@ -63,7 +63,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     table.add_column("note", overflow="fold", min_width=30)
     for name in list_library():
         g = load_genotype(name)
-        table.add_row(name, g.meta.mode, "yes" if g.fpn else "no", str(len(g.cells)),
+        table.add_row(name, g.meta.mode, "yes" if fpn_of(g) else "no", str(len(g.cells)),
                       escape(g.meta.note))
     Console().print(table)
     return 0
@@ -74,7 +74,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     g = load_genotype(args.genotype, known_ops=ops, limits=limits(args))
     validate_for_strategy(g, source=str(args.genotype))
     Console().print(f"[green]valid[/]: {escape(str(args.genotype))} "
-                    f"({len(g.cells)} cells, {'an' if g.fpn else 'no'} FPN; ops checked against "
+                    f"({len(g.cells)} cells, {'an' if fpn_of(g) else 'no'} FPN; ops checked "
+                    f"against "
                     f"the {len(ops)} of the paper's sets"
                     + (f", edges per node against strategy {g.meta.mode}" if g.meta.mode else "")
                     + ")")

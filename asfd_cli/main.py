@@ -15,6 +15,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+import search_spaces  # noqa: F401  (registers the genotype schemas: every command reads them)
+
 # Command modules, in the order `asfd --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "asfd_cli.search_cmds",

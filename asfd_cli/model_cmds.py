@@ -40,9 +40,9 @@ def square_size(text: str) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
-    from detectors.asfd import ASFD_FAMILY, PAPER_TABLE5, build_asfd, load_model
-    from detectors.macs import measure_latency, profile_model
-    from detectors.reference_detectors import REFERENCE_DETECTORS, build_reference_detector
+    from detectors.engine.macs import measure_latency, profile_model
+    from detectors.models.asfd import ASFD_FAMILY, PAPER_TABLE5, build_asfd, load_model
+    from detectors.models.reference_detectors import REFERENCE_DETECTORS, build_reference_detector
 
     set_threads(args.threads)
     width, height = args.size

@@ -24,11 +24,12 @@ from asfd_cli.main import CLIError
 from asfd_cli.model_cmds import square_size
 from asfd_cli.options import add_option, add_out, add_threads, set_threads
 from nas_search.strategies import list_strategies
+from search_spaces.schemas import fpn_of
 
 if TYPE_CHECKING:
-    from detectors.compare import Arm, CompareRow
-    from detectors.pipeline import PipelineConfig
-    from detectors.tune import TuneSettings
+    from detectors.workflows.compare import Arm, CompareRow
+    from detectors.workflows.pipeline import PipelineConfig
+    from detectors.workflows.tune import TuneSettings
     from genotypes.schema import Genotype
 
 #: The engine's ``progress(epoch, step, metrics)`` callback.
@@ -110,8 +111,9 @@ def genotype_table(genotype: Genotype, title: str) -> Table:
     table = Table(title=title)
     for column in ("level", "architecture", "output"):
         table.add_column(column)
-    if genotype.fpn is not None:
-        for level, g in genotype.fpn.levels.items():
+    fpn = fpn_of(genotype)
+    if fpn is not None:
+        for level, g in fpn.levels.items():
             table.add_row(level, "  ".join(f"{p}: {op}" for p, op in g.paths().items()),
                           " ".join(f"{p} {w:.2f}" for p, w in g.fusion.items()))
     for level, cell in genotype.cells.items():
@@ -125,12 +127,12 @@ def genotype_table(genotype: Genotype, title: str) -> Table:
 def cmd_search(args: argparse.Namespace) -> int:
     import torch
 
-    from detectors.config import DataSource
-    from detectors.pipeline import (
-        WorkerError, check_search_resume, init_from_env, run_search, search_steps,
-        synthetic_dataset,
+    from detectors.data.sources import DataSource
+    from detectors.engine.distributed import WorkerError, init_from_env
+    from detectors.workflows.pipeline import (
+        check_search_resume, run_search, search_steps, synthetic_dataset,
     )
-    from detectors.search_task import load_search_file
+    from detectors.workflows.search_task import load_search_file
     from nas_search.runtime import NonFiniteLossError
     from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE
 
@@ -220,9 +222,9 @@ def register_search(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- derive
 def cmd_derive(args: argparse.Namespace) -> int:
-    from detectors.asfd import PAPER_TABLE5, save_model
-    from detectors.macs import profile_model
-    from detectors.pipeline import derive_detector
+    from detectors.engine.macs import profile_model
+    from detectors.models.asfd import PAPER_TABLE5, save_model
+    from detectors.workflows.pipeline import derive_detector
 
     set_threads(args.threads)
     model = derive_detector(args.source, args.variant)
@@ -241,9 +243,10 @@ def cmd_derive(args: argparse.Namespace) -> int:
     out.print(f"untrained model: {escape(str(path))}")
     if args.train:
         from asfd_cli.train_cmds import train_progress
-        from detectors.config import load_config
-        from detectors.pipeline import resolve_search_output, with_genotype
-        from detectors.train import MODEL_FILE, train
+        from detectors.engine.checkpoint import MODEL_FILE
+        from detectors.engine.config import load_config
+        from detectors.engine.trainer import train
+        from detectors.workflows.pipeline import resolve_search_output, with_genotype
         from nas_search.runtime import NonFiniteLossError
 
         threads = [f"run.threads={args.threads}"] if args.threads else []
@@ -284,7 +287,7 @@ def register_derive(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- compare
 def rows_table(rows: Sequence[CompareRow], title: str) -> Table:
-    from detectors.compare import COLUMNS
+    from detectors.workflows.compare import COLUMNS
 
     table = Table(title=title)
     for header, _ in COLUMNS:
@@ -296,8 +299,8 @@ def rows_table(rows: Sequence[CompareRow], title: str) -> Table:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from detectors.compare import COMPARE_CSV, COMPARE_MD, CompareSettings, run_compare
-    from detectors.pipeline import load_pipeline_config
+    from detectors.workflows.compare import COMPARE_CSV, COMPARE_MD, CompareSettings, run_compare
+    from detectors.workflows.pipeline import load_pipeline_config
 
     set_threads(args.threads)
     config = load_pipeline_config(args.config, CompareSettings, "compare", args.budget,
@@ -343,7 +346,7 @@ def register_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare_seeds(args: argparse.Namespace) -> int:
-    from detectors.compare import read_rows, seed_spread, spread_markdown
+    from detectors.workflows.compare import read_rows, seed_spread, spread_markdown
 
     runs = []
     for folder in args.runs:
@@ -371,8 +374,9 @@ def register_compare_seeds(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from detectors.pipeline import DemoSettings, load_pipeline_config, run_demo
-    from detectors.train import TrainEvent
+    from detectors.engine.reporting import TrainEvent
+    from detectors.workflows.demo import DemoSettings, run_demo
+    from detectors.workflows.pipeline import load_pipeline_config
 
     set_threads(args.threads)
     config = load_pipeline_config(args.config, DemoSettings, "demo", args.budget, args.overrides)
@@ -443,7 +447,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
 def _tune_worker(config: PipelineConfig[TuneSettings], data: str, out: Path, trials: int, storage: str, study: str,
                  worker: int) -> None:
     """One ``--jobs`` process (module level, so that it can be spawned)."""
-    from detectors.tune import run_tune
+    from detectors.workflows.tune import run_tune
 
     run_tune(config, data, out, trials, storage, study, worker)
 
@@ -453,8 +457,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from detectors.pipeline import load_pipeline_config
-    from detectors.tune import TuneSettings, default_storage, open_study, run_tune
+    from detectors.workflows.pipeline import load_pipeline_config
+    from detectors.workflows.tune import TuneSettings, default_storage, open_study, run_tune
 
     set_threads(args.threads)
     config = load_pipeline_config(args.config, TuneSettings, "tune", args.budget,

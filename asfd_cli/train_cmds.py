@@ -25,8 +25,8 @@ from asfd_cli.model_cmds import parse_size, square_size
 from asfd_cli.options import add_option, add_out, add_threads, non_negative_int, set_threads
 
 if TYPE_CHECKING:
-    from detectors.config import TrainConfig
-    from detectors.train import TrainEvent
+    from detectors.engine.config import TrainConfig
+    from detectors.engine.reporting import TrainEvent
 
 #: The file ``asfd detect --format fddb`` writes in its output folder.
 FDDB_DETECTIONS = "fddb_detections.txt"
@@ -43,7 +43,7 @@ TRAIN_FLAGS: dict[str, str] = {
 
 def resolve_model(path: Path) -> Path:
     """A model file, or the ``model.pt`` of a training run folder."""
-    from detectors.train import MODEL_FILE
+    from detectors.engine.checkpoint import MODEL_FILE
 
     candidate = path / MODEL_FILE if path.is_dir() else path
     if not candidate.is_file():
@@ -55,7 +55,7 @@ def resolve_model(path: Path) -> Path:
 def run_name(model: Path) -> str:
     """What a model is called in default output paths: a run folder's name (also for its
     ``model.pt``), else the file's stem (``d0.pt`` -> ``d0``)."""
-    from detectors.train import MODEL_FILE
+    from detectors.engine.checkpoint import MODEL_FILE
 
     if model.is_dir():
         return model.resolve().name
@@ -66,17 +66,17 @@ def run_name(model: Path) -> str:
 
 def open_detector(path: Path, score_threshold: float, max_size: int | None, device: str,
                   scale: float = 1.0, max_pixels: int | None = None, threads: int = 0) -> Any:
-    """A PyTorch :class:`~detectors.inference.Detector`, or an onnxruntime one for ``.onnx``;
+    """A PyTorch :class:`~detectors.engine.inference.Detector`, or an onnxruntime one for ``.onnx``;
     ``max_pixels`` caps an image's network input (None: the library's cap, 0: no cap),
     ``threads`` the CPU threads (0: the library's default)."""
-    from detectors.inference import MAX_INPUT_PIXELS, Detector, PostProcess
+    from detectors.engine.inference import MAX_INPUT_PIXELS, Detector, PostProcess
     from nas_search.runtime import DistContext, resolve_device
 
     postprocess = PostProcess(score_threshold=score_threshold)
     cap = MAX_INPUT_PIXELS if max_pixels is None else max_pixels or None
     path = resolve_model(path)
     if path.suffix == ".onnx":
-        from detectors.export import OnnxDetector
+        from detectors.engine.export import OnnxDetector
 
         return OnnxDetector(path, postprocess, max_size, threads or None, scale=scale,
                             max_pixels=cap)
@@ -129,8 +129,8 @@ def train_progress(out: Console, config: TrainConfig
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from detectors.config import load_config
-    from detectors.train import train
+    from detectors.engine.config import load_config
+    from detectors.engine.trainer import train
     from nas_search.runtime import DistContext, NonFiniteLossError
 
     overrides = [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in TRAIN_FLAGS.items()
@@ -196,11 +196,11 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- detect
 def cmd_detect(args: argparse.Namespace) -> int:
-    from detectors.evaluation.fddb_eval import write_fddb_detections
-    from detectors.inference import (
+    from detectors.engine.inference import (
         PICTURE_MAX_BOXES, MultiScaleTest, PostProcess, above, iter_inputs, listed_images,
         picture_warning, write_detections,
     )
+    from detectors.evaluation.fddb_eval import write_fddb_detections
 
     if args.images and (len(args.inputs) != 1 or not args.inputs[0].is_dir()):
         raise CLIError("--images needs exactly one input folder: the list's paths are relative "
@@ -294,11 +294,11 @@ def register_detect(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from detectors.asfd import genotype_source
-    from detectors.config import DataSource
+    from detectors.data.sources import DataSource
+    from detectors.engine.evaluate import evaluate_detector, evaluation_set
+    from detectors.engine.inference import MultiScaleTest
     from detectors.evaluation.wider_eval import clear_wider_predictions, write_wider_predictions
-    from detectors.inference import MultiScaleTest
-    from detectors.train import evaluate_detector, evaluation_set
+    from detectors.models.asfd import genotype_source
     from visualize.plots import plot_pr_curves
 
     detector = open_detector(args.model, args.score_threshold, args.max_size, args.device,
@@ -385,9 +385,10 @@ def verify_size(text: str) -> tuple[int, int] | None:
 def cmd_export(args: argparse.Namespace) -> int:
     import tempfile
 
-    from detectors.export import export_onnx, quantize_onnx, verify_onnx
-    from detectors.asfd import load_model
-    from detectors.inference import PostProcess, find_images  # (registers reference detectors)
+    from detectors.engine.export import export_onnx, quantize_onnx, verify_onnx
+    # (inference registers the reference detectors)
+    from detectors.engine.inference import PostProcess, find_images
+    from detectors.models.asfd import load_model
 
     verify = args.verify if args.verify is not None else (
         [args.fixed_size] if args.fixed_size else DEFAULT_VERIFY_SIZES)

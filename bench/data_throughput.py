@@ -40,12 +40,14 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from detectors.config import DataSource, ModelConfig, OptimConfig
 from detectors.data.loader import (
     DetectionBatch, FaceDetectionDataset, build_dataloader, prepare_batch, set_epoch,
 )
-from detectors.losses import build_loss
-from detectors.train import _float_output, build_model, build_optimizer, load_samples
+from detectors.data.sources import DataSource, load_samples
+from detectors.engine.config import ModelConfig, OptimConfig
+from detectors.engine.schedule import build_optimizer
+from detectors.engine.trainer import _float_output, build_model
+from detectors.models.losses import build_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer_speed import MODELS  # noqa: E402  (the loss each model trains with)

@@ -4,7 +4,7 @@ On the CPU (default: D0, D1 and the baseline), per model (untrained weights: spe
 
 * latency: median wall-clock ms of the network's forward pass on one 640x480 image (Table 5's
   LAT, the paper's is on a GPU), with 1 and 2 intra-op threads, in PyTorch (eval mode,
-  ``inference_mode``) and in onnxruntime (the raw export of :mod:`detectors.export`, anchors
+  ``inference_mode``) and in onnxruntime (the raw export of :mod:`detectors.engine.export`, anchors
   included). Decoding and NMS are left out: their cost depends on how many boxes a *trained*
   model scores above the threshold, not on the architecture.
 * training throughput: images/s of full SGD steps (forward, the model's loss with matching and
@@ -45,12 +45,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from detectors.asfd import ASFD_FAMILY, PAPER_TABLE5
-from detectors.config import ModelConfig
-from detectors.export import export_onnx, onnx_session
-from detectors.losses import build_loss
-from detectors.macs import measure_latency, profile_model
-from detectors.train import build_model
+from detectors.engine.config import ModelConfig
+from detectors.engine.export import export_onnx, onnx_session
+from detectors.engine.macs import measure_latency, profile_model
+from detectors.engine.trainer import build_model
+from detectors.models.asfd import ASFD_FAMILY, PAPER_TABLE5
+from detectors.models.losses import build_loss
 
 #: Model name -> the loss it trains with (configs/train_*.yaml).
 MODELS: dict[str, str] = {**{v: "drmc" for v in ASFD_FAMILY}, "retinaface_mnet025": "retinaface"}

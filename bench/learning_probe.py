@@ -1,8 +1,8 @@
 """How soon detectors trained from scratch leave the constant-predictor plateau, side by side.
 
 Every model starts with its classification loss on the plateau of
-:func:`detectors.losses.constant_predictor_loss`. That is the loss of the best classifier that
-ignores the image: 2.560 for DRMC's margin loss, 2.249 for plain cross-entropy, both with 1:3
+:func:`detectors.models.losses.constant_predictor_loss`. That is the loss of the best classifier
+that ignores the image: 2.560 for DRMC's margin loss, 2.249 for plain cross-entropy, both with 1:3
 hard-negative mining. A model only learns faces once it leaves that plateau.
 
 Each model trains on the same ``--batches`` fixed augmented batches of ``--data``, cycled, so
@@ -41,10 +41,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from detectors.config import DataSource, ModelConfig
 from detectors.data.loader import FaceDetectionDataset, detection_collate, prepare_batch
-from detectors.losses import build_loss, constant_predictor_loss
-from detectors.train import build_model, load_samples
+from detectors.data.sources import DataSource, load_samples
+from detectors.engine.config import ModelConfig
+from detectors.engine.trainer import build_model
+from detectors.models.losses import build_loss, constant_predictor_loss
 from nas_search.runtime import load_yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

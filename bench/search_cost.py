@@ -14,7 +14,7 @@ any device, and on CUDA the peak allocated above what was held before the step) 
 over ``--repeats`` timed steps after a warm-up step). ``--space fpn`` measures the same for the
 AutoFEM-FPN supernet (S_FPN, partial channels ``k``) on a six-level pyramid whose finest map is
 ``--size`` square, once per pathway of ``search_spaces.fpn``, with the MACs of its forward pass
-(``detectors.macs.count_macs``).
+(``detectors.engine.macs.count_macs``).
 
 Run: ``PYTHONPATH=. python bench/search_cost.py --channels 32 --size 40 --batch 2`` (CPU) or
 ``--device cuda`` on a GPU. Measured figures, and why the ratios fall short of the edge ratio:
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 import torch
 
 import search_spaces.ops  # noqa: F401  (registers S_CPM)
-from detectors.macs import count_macs
-from genotypes.schema import FPN_PATHWAYS
+from detectors.engine.macs import count_macs
 from nas_search.cell import SearchCell
 from nas_search.registry import get_op_set
 from nas_search.runtime import ActivationMeter
 from nas_search.strategies import list_strategies
 from search_spaces.fpn import AutoFEMFPNSearch
+from search_spaces.schemas import FPN_PATHWAYS
 
 
 @dataclass(frozen=True)

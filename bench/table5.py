@@ -1,7 +1,7 @@
 """ASFD D0-D6 against Table 5 (params, MACs at 640x480), and the readings behind the calibration.
 
-Three tables, every figure counted by :func:`detectors.macs.count_macs` on the ``meta`` device
-(shapes only: the whole script takes seconds), genotype ``asfd_paper_like``:
+Three tables, every figure counted by :func:`detectors.engine.macs.count_macs` on the ``meta``
+device (shapes only: the whole script takes seconds), genotype ``asfd_paper_like``:
 
 * ``family``: D0-D6 as built by ``build_asfd``, with the ratios to Table 5;
 * ``half``: candidate readings of Table 1's AutoFEM depth 0.5 at D0-D2, each with both AutoFEM
@@ -24,13 +24,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from detectors.asfd import (
+from detectors.engine.macs import count_macs, count_parameters
+from detectors.models.asfd import (
     ASFD, ASFD_FAMILY, PAPER_TABLE5, asfd_config, build_feature_cascade, resolve_genotype,
 )
-from detectors.macs import count_macs, count_parameters
-from genotypes.schema import LEVELS, CellGenotype, Genotype
+from genotypes.schema import CellGenotype, Genotype
 from search_spaces.fpn import FuseKind
 from search_spaces.ops import ConvBNAct
+from search_spaces.schemas import LEVELS
 
 BOTH = ("autofem_fpn", "autofem_cpm")
 HALF_DEPTH_VARIANTS = tuple(v for v, row in ASFD_FAMILY.items() if row.fem_depth == 0.5)

@@ -123,8 +123,8 @@ def yunet_runner(cv2, model: Path, image_rgb: np.ndarray, score: float) -> Calla
 
 
 def export_variant(model, variant: Variant, path: Path, calibration: list[Path]) -> Path:
-    from detectors.export import export_onnx, quantize_onnx
-    from detectors.inference import PostProcess
+    from detectors.engine.export import export_onnx, quantize_onnx
+    from detectors.engine.inference import PostProcess
 
     post = PostProcess(score_threshold=variant.score_threshold,
                        pre_nms_top_k=variant.pre_nms_top_k)
@@ -141,10 +141,10 @@ def op_table(threads: int, repeats: int) -> list[dict]:
     """Median onnxruntime ms and MACs of every S_CPM op alone (64 ch, 80x60)."""
     import torch
 
-    from detectors.export import onnx_session
-    from detectors.macs import count_macs
-    from nas_search.registry import build_op, get_op_set
     import search_spaces.ops  # noqa: F401  (registers the op sets)
+    from detectors.engine.export import onnx_session
+    from detectors.engine.macs import count_macs
+    from nas_search.registry import build_op, get_op_set
 
     x = torch.randn(1, 64, SIZE[1] // 8, SIZE[0] // 8)
     rows = []
@@ -197,11 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from detectors.config import ModelConfig
     from detectors.data.image import load_image, to_tensor
-    from detectors.export import onnx_session
-    from detectors.inference import find_images
-    from detectors.train import MODEL_FILE, build_model
+    from detectors.engine.checkpoint import MODEL_FILE
+    from detectors.engine.config import ModelConfig
+    from detectors.engine.export import onnx_session
+    from detectors.engine.inference import find_images
+    from detectors.engine.trainer import build_model
 
     image_path = args.image or next(iter(find_images(DEFAULT_IMAGES).values()))
     image = np.asarray(Image.fromarray(load_image(image_path)).resize(

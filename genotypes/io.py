@@ -4,11 +4,8 @@ A file, format version 1 (every key explicit; unknown keys are errors, so typos 
 
     version: 1
     meta: {search_space: autofem, op_set: S_CPM, mode: top1_tree, nodes: 6, ...}
-    fpn:                       # or null
-      pathway: recursive       # or one_hop (search_spaces/fpn.py); absent: one_hop
-      levels:
-        P2: {same: conv_1x1, td: sep_conv_5x5, bu: null, fusion: {same: 0.42, td: 0.58}}
-        ...                    # exactly P2..P7
+    fpn: ...                   # the sections of the search space's schema (genotypes.spaces),
+                               # here AutoFEM's FPN (search_spaces/schemas.py); null: absent
     cells:
       P2:
         concat: cat_leaf
@@ -20,16 +17,16 @@ A file, format version 1 (every key explicit; unknown keys are errors, so typos 
 
 Loading always validates (:func:`genotypes.validate.validate_genotype`); operation names are
 checked only when the caller passes ``known_ops`` (e.g. ``nas_search.registry.list_ops()``),
-since this package does not import the op registry.
+since this package does not import the op registry. A file of a search space whose schema is
+not registered is a one-line error naming its ``meta.search_space`` or section.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 import tempfile
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -37,12 +34,18 @@ from typing import Any
 
 import yaml
 
+from genotypes.fields import (
+    read_int, read_list, read_mapping, read_number, read_optional_int, read_str,
+)
 from genotypes.schema import (
-    FPN_PATHS, GENOTYPE_VERSION, CellGenotype, Edge, FPNGenotype, FPNLevelGenotype, Genotype,
-    GenotypeMeta, NodeGenotype,
+    GENOTYPE_VERSION, CellGenotype, Edge, Genotype, GenotypeMeta, NodeGenotype,
+)
+from genotypes.spaces import (
+    BASE_KEYS, SectionSchema, claiming_schemas, section_schemas, unknown_space_problem,
 )
 from genotypes.validate import (
-    DEFAULT_LIMITS, NO_LIMITS, GenotypeError, GenotypeLimits, validate_genotype,
+    DEFAULT_LIMITS, NO_LIMITS, GenotypeError, GenotypeLimits, unknown_sections_problem,
+    validate_genotype,
 )
 
 LIBRARY_PACKAGE = "genotypes"
@@ -55,20 +58,30 @@ HISTORY_FILE = "history.jsonl"
 
 # ----------------------------------------------------------------------------- to dict / YAML
 def genotype_to_dict(genotype: Genotype) -> dict[str, Any]:
-    """Plain dicts/lists/scalars, in file order; the inverse of :func:`genotype_from_dict`."""
-    fpn = None
-    if genotype.fpn is not None:
-        fpn = {"pathway": genotype.fpn.pathway,
-               "levels": {name: {"same": lv.same, "td": lv.td, "bu": lv.bu,
-                                  "fusion": dict(lv.fusion)}
-                          for name, lv in genotype.fpn.levels.items()}}
+    """Plain dicts/lists/scalars, in file order (version, meta, every section of the schemas
+    that claim the genotype, ``None`` where absent, cells); the inverse of
+    :func:`genotype_from_dict`."""
+    sections = {key: None if (value := genotype.sections.get(key)) is None
+                else section.to_dict(value) for key, section in _sections_of(genotype).items()}
     cells = {name: {"concat": cell.concat,
                     "leaves": list(cell.leaves),
                     "nodes": [[{"parent": e.parent, "op": e.op} for e in node.edges]
                               for node in cell.nodes]}
              for name, cell in genotype.cells.items()}
     return {"version": genotype.version, "meta": dataclasses.asdict(genotype.meta),
-            "fpn": fpn, "cells": cells}
+            **sections, "cells": cells}
+
+
+def _sections_of(genotype: Genotype) -> dict[str, SectionSchema]:
+    """The sections a file of ``genotype`` lists: those of the schemas claiming it, then any
+    other it holds."""
+    problem = unknown_space_problem(genotype.meta.search_space) or unknown_sections_problem(
+        genotype.sections)
+    if problem:
+        raise GenotypeError(problem)
+    known = section_schemas()
+    keys = [s.key for schema in claiming_schemas(genotype) for s in schema.sections]
+    return {key: known[key] for key in dict.fromkeys([*keys, *genotype.sections])}
 
 
 class _FlowList(list):
@@ -76,7 +89,7 @@ class _FlowList(list):
 
 
 class _FlowDict(dict):
-    """A mapping YAML writes on one line: one FPN level per line."""
+    """A mapping YAML writes on one line (e.g. one FPN level per line)."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -89,11 +102,20 @@ _Dumper.add_representer(_FlowDict, lambda d, data: d.represent_mapping(
     "tag:yaml.org,2002:map", data.items(), flow_style=True))
 
 
+def _flow(data: Any, depth: int) -> Any:
+    """``data`` with the mappings ``depth`` levels down written on one line."""
+    if not isinstance(data, dict):
+        return data
+    if depth == 0:
+        return _FlowDict(data)
+    return {k: _flow(v, depth - 1) for k, v in data.items()}
+
+
 def genotype_to_yaml(genotype: Genotype) -> str:
     data = genotype_to_dict(genotype)
-    if data["fpn"] is not None:
-        levels = data["fpn"]["levels"]
-        data["fpn"]["levels"] = {name: _FlowDict(lv) for name, lv in levels.items()}
+    for key, section in _sections_of(genotype).items():
+        if section.flow_depth is not None:
+            data[key] = _flow(data[key], section.flow_depth)
     for cell in data["cells"].values():
         cell["leaves"] = _FlowList(cell["leaves"])
         cell["nodes"] = [_FlowList(edges) for edges in cell["nodes"]]
@@ -153,57 +175,12 @@ def genotype_from_yaml(text: str, *, known_ops: Collection[str] | None = None,
     return genotype_from_dict(data, known_ops=known_ops, source=source, limits=limits)
 
 
-def _mapping(value: Any, path: str, keys: tuple[str, ...] | None = None,
-             required: tuple[str, ...] = ()) -> Mapping[str, Any]:
-    """``value`` as a mapping; with ``keys``, any other key is an error."""
-    if not isinstance(value, Mapping):
-        raise GenotypeError(f"{path}: expected a mapping, got {type(value).__name__}")
-    unknown = [] if keys is None else [k for k in value if k not in keys]
-    if unknown:
-        raise GenotypeError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; "
-                            f"allowed: {', '.join(keys)}")
-    missing = [k for k in required if k not in value]
-    if missing:
-        raise GenotypeError(f"{path}: missing key(s) {', '.join(missing)}")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise GenotypeError(f"{path}: expected a list, got {type(value).__name__}")
-    return value
-
-
-def _int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GenotypeError(f"{path}: expected an integer, got {value!r}")
-    return value
-
-
-def _str(value: Any, path: str) -> str:
-    if isinstance(value, datetime.date):  # YAML reads an unquoted ISO time as a timestamp
-        return value.isoformat()
-    if not isinstance(value, str):
-        raise GenotypeError(f"{path}: expected a string, got {value!r}")
-    return value
-
-
-def _optional_int(value: Any, path: str) -> int | None:
-    return None if value is None else _int(value, path)
-
-
-def _number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise GenotypeError(f"{path}: expected a number, got {value!r}")
-    return float(value)
-
-
 def _metrics(value: Any, path: str) -> dict[str, float]:
-    return {str(k): _number(v, f"{path}.{k}") for k, v in _mapping(value, path).items()}
+    return {str(k): read_number(v, f"{path}.{k}") for k, v in read_mapping(value, path).items()}
 
 
 # One parser per annotation used by GenotypeMeta's fields.
-_META_PARSERS = {str: _str, int | None: _optional_int, dict[str, float]: _metrics}
+_META_PARSERS = {str: read_str, int | None: read_optional_int, dict[str, float]: _metrics}
 _META_HINTS = typing.get_type_hints(GenotypeMeta)
 
 
@@ -211,64 +188,52 @@ def _parse_meta(value: Any) -> GenotypeMeta:
     if value is None:
         return GenotypeMeta()
     fields = tuple(f.name for f in dataclasses.fields(GenotypeMeta))
-    data = _mapping(value, "meta", keys=fields)
+    data = read_mapping(value, "meta", keys=fields)
     return GenotypeMeta(**{k: _META_PARSERS[_META_HINTS[k]](v, f"meta.{k}")
                            for k, v in data.items()})
 
 
-def _parse_fpn(value: Any) -> FPNGenotype | None:
-    if value is None:
-        return None
-    data = _mapping(value, "fpn", keys=("pathway", "levels"), required=("levels",))
-    levels = _mapping(data["levels"], "fpn.levels")
-    parsed = {}
-    for name, lv in levels.items():
-        path = f"fpn.levels.{name}"
-        lv = _mapping(lv, path, keys=("same", "td", "bu", "fusion"), required=("same", "fusion"))
-        fusion = _mapping(lv["fusion"], f"{path}.fusion", keys=FPN_PATHS)
-        parsed[str(name)] = FPNLevelGenotype(
-            same=_str(lv["same"], f"{path}.same"),
-            td=None if lv.get("td") is None else _str(lv["td"], f"{path}.td"),
-            bu=None if lv.get("bu") is None else _str(lv["bu"], f"{path}.bu"),
-            fusion={p: _number(w, f"{path}.fusion.{p}") for p, w in fusion.items()})
-    # a file written before ``pathway`` existed holds a one-hop network
-    pathway = _str(data.get("pathway", "one_hop"), "fpn.pathway")
-    return FPNGenotype(levels=parsed, pathway=pathway)
-
-
 def _parse_cell(value: Any, path: str) -> tuple[CellGenotype, list[int] | None]:
-    data = _mapping(value, path, keys=("concat", "leaves", "nodes"), required=("concat", "nodes"))
+    data = read_mapping(value, path, keys=("concat", "leaves", "nodes"),
+                        required=("concat", "nodes"))
     nodes = []
-    for i, edges in enumerate(_list(data["nodes"], f"{path}.nodes")):
+    for i, edges in enumerate(read_list(data["nodes"], f"{path}.nodes")):
         npath = f"{path}.nodes[{i}]"
         parsed = []
-        for k, e in enumerate(_list(edges, npath)):
-            e = _mapping(e, f"{npath}.edges[{k}]", keys=("parent", "op"), required=("parent", "op"))
-            parsed.append(Edge(parent=_int(e["parent"], f"{npath}.edges[{k}].parent"),
-                               op=_str(e["op"], f"{npath}.edges[{k}].op")))
+        for k, e in enumerate(read_list(edges, npath)):
+            e = read_mapping(e, f"{npath}.edges[{k}]", keys=("parent", "op"),
+                             required=("parent", "op"))
+            parsed.append(Edge(parent=read_int(e["parent"], f"{npath}.edges[{k}].parent"),
+                               op=read_str(e["op"], f"{npath}.edges[{k}].op")))
         nodes.append(NodeGenotype(edges=tuple(parsed)))
     leaves = None
     if data.get("leaves") is not None:
-        leaves = [_int(x, f"{path}.leaves[{i}]")
-                  for i, x in enumerate(_list(data["leaves"], f"{path}.leaves"))]
-    cell = CellGenotype(nodes=tuple(nodes), concat=_str(data["concat"], f"{path}.concat"))
+        leaves = [read_int(x, f"{path}.leaves[{i}]")
+                  for i, x in enumerate(read_list(data["leaves"], f"{path}.leaves"))]
+    cell = CellGenotype(nodes=tuple(nodes), concat=read_str(data["concat"], f"{path}.concat"))
     return cell, leaves
 
 
 def _parse_genotype(data: Any) -> tuple[Genotype, dict[str, list[int] | None]]:
-    """Structure and types only (the first problem raises); semantics are the validator's."""
-    data = _mapping(data, "genotype", keys=("version", "meta", "fpn", "cells"),
-                    required=("version",))
-    version = _int(data["version"], "version")
+    """Structure and types only (the first problem raises); semantics are the validator's.
+    A section's value is read by its registered :class:`~genotypes.spaces.SectionSchema`;
+    ``null`` reads as absent."""
+    data = read_mapping(data, "genotype", required=("version",))
+    version = read_int(data["version"], "version")
     if version != GENOTYPE_VERSION:
         raise GenotypeError(f"version: unsupported genotype version {version} "
                             f"(this toolkit reads version {GENOTYPE_VERSION})")
+    meta = _parse_meta(data.get("meta"))
+    problem = unknown_space_problem(meta.search_space) or unknown_sections_problem(data)
+    if problem:
+        raise GenotypeError(problem)
+    known = section_schemas()
+    sections = {key: known[key].parse(value) for key, value in data.items()
+                if key not in BASE_KEYS and value is not None}
     cells, leaves = {}, {}
-    for name, raw in _mapping(data.get("cells") or {}, "cells").items():
+    for name, raw in read_mapping(data.get("cells") or {}, "cells").items():
         cells[str(name)], leaves[str(name)] = _parse_cell(raw, f"cells.{name}")
-    genotype = Genotype(cells=cells, fpn=_parse_fpn(data.get("fpn")),
-                        meta=_parse_meta(data.get("meta")), version=version)
-    return genotype, leaves
+    return Genotype(cells=cells, sections=sections, meta=meta, version=version), leaves
 
 
 # ------------------------------------------------------------------------------------ library

@@ -1,4 +1,4 @@
-"""The genotype data model: what a search emits and a derivation consumes.
+"""The generic genotype data model: what a search emits and a derivation consumes.
 
 Node numbering inside a cell: node 0 is the cell input, intermediate nodes are 1..n. Node ``j``
 may take parents from ``0..j-1``. How many edges a node has is the rule of the search strategy
@@ -8,26 +8,19 @@ up to ``top_k`` for ``pcdarts``, a DAG).
 Output of a cell (the paper's Sec. 3.2): ``cat_all`` concatenates every intermediate node,
 ``cat_leaf`` only the leaves (intermediate nodes that no other node takes as a parent).
 
-Pyramid levels are named ``P2``..``P7`` (strides 4..128) throughout the codebase.
+What a search space adds (fixed cell names, further parts such as AutoFEM's FPN, stored in
+``sections``) is its registered schema's (:mod:`genotypes.spaces`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 GENOTYPE_VERSION = 1
 
 ConcatMode = Literal["cat_all", "cat_leaf"]
-FPNPath = Literal["same", "td", "bu"]
-FPNPathway = Literal["recursive", "one_hop"]
 
 CONCAT_MODES: tuple[str, ...] = ("cat_all", "cat_leaf")
-FPN_PATHS: tuple[str, ...] = ("same", "td", "bu")
-#: What the ``td`` / ``bu`` paths of AutoFEM-FPN read (Eq. 2, ``search_spaces.fpn``):
-#: ``recursive`` the previous level's path feature (Fig. 3(d), PANet/BiFPN), ``one_hop`` the
-#: neighbouring backbone map. Files written before the field existed hold ``one_hop`` networks.
-FPN_PATHWAYS: tuple[str, ...] = ("recursive", "one_hop")
-LEVELS: tuple[str, ...] = ("P2", "P3", "P4", "P5", "P6", "P7")
 
 
 @dataclass(frozen=True)
@@ -72,38 +65,11 @@ class CellGenotype:
         return self.leaves if self.concat == "cat_leaf" else tuple(range(1, self.n_nodes + 1))
 
 
-@dataclass(frozen=True)
-class FPNLevelGenotype:
-    """One AutoFEM-FPN level (Eq. 2): the op on each path present and the learned fusion weights.
-
-    ``td`` is absent (None) at the top level P7 and ``bu`` at the bottom level P2. ``fusion`` holds
-    softmax(beta) over the paths present, keyed by path name.
-    """
-
-    same: str
-    td: str | None
-    bu: str | None
-    fusion: dict[str, float] = field(default_factory=dict)
-
-    def paths(self) -> dict[str, str]:
-        """The paths present at this level, ``{path: op}``, in the order same, td, bu."""
-        ops = {"same": self.same, "td": self.td, "bu": self.bu}
-        return {p: o for p, o in ops.items() if o is not None}
-
-
-@dataclass(frozen=True)
-class FPNGenotype:
-    """The levels of an AutoFEM-FPN and the ``pathway`` its paths were searched with
-    (:data:`FPN_PATHWAYS`; absent from older files, which read as ``one_hop``)."""
-
-    levels: dict[str, FPNLevelGenotype]
-    pathway: FPNPathway = "one_hop"
-
-
 @dataclass
 class GenotypeMeta:
     """Provenance of a genotype. Every field is optional except what the validator needs;
-    ``mode`` is the registered name of the search strategy that derived the cells."""
+    ``search_space`` names a search space with a registered schema (:mod:`genotypes.spaces`),
+    ``mode`` the registered search strategy that derived the cells."""
 
     search_space: str = ""
     op_set: str = ""
@@ -121,13 +87,14 @@ class GenotypeMeta:
 
 @dataclass
 class Genotype:
-    """A whole searched architecture: optional FPN part, named cells, metadata.
+    """A whole searched architecture: named cells, the sections of its search space's schema
+    (by file key, e.g. AutoFEM's ``fpn``; :mod:`genotypes.spaces`), metadata.
 
-    For ASFD, ``cells`` is keyed by pyramid level (``P2``..``P7``: one AutoFEM-CPM per level);
-    a generic task may use any names.
+    A generic task names its cells freely; a search space's schema may fix the names (AutoFEM:
+    one cell per pyramid level).
     """
 
     cells: dict[str, CellGenotype] = field(default_factory=dict)
-    fpn: FPNGenotype | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
     meta: GenotypeMeta = field(default_factory=GenotypeMeta)
     version: int = GENOTYPE_VERSION

@@ -9,26 +9,20 @@ Operation names are checked only against ``known_ops`` supplied by the caller: t
 below ``nas_search`` in the dependency order and never imports its registry. A caller that has
 registered its ops passes ``nas_search.registry.list_ops()``. The checks are structural:
 ``meta.mode`` and the edges per node it implies are the search strategy's rules
-(``nas_search.strategies.validate_for_strategy``).
+(``nas_search.strategies.validate_for_strategy``); a search space's own rules and sections are
+its registered schema's (:mod:`genotypes.spaces`).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
 import networkx as nx
 
-from genotypes.schema import (
-    CONCAT_MODES, FPN_PATHWAYS, GENOTYPE_VERSION, LEVELS, CellGenotype, FPNGenotype, Genotype,
+from genotypes.schema import CONCAT_MODES, GENOTYPE_VERSION, CellGenotype, Genotype
+from genotypes.spaces import (
+    BASE_KEYS, claiming_schemas, section_schemas, unknown_space_problem,
 )
-
-#: Fusion weights are softmax(beta) values; a file may round them to two decimals, so the sum is
-#: checked to this absolute tolerance (0.33 + 0.33 + 0.33 passes).
-FUSION_SUM_TOL = 0.02
-
-#: ``meta.search_space`` of the AutoFEM genotypes: their cells are keyed by pyramid level.
-PYRAMID_SEARCH_SPACES: tuple[str, ...] = ("autofem", "autofem_fpn", "autofem_cpm")
 
 
 @dataclass(frozen=True)
@@ -80,18 +74,25 @@ def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None =
                       limits: GenotypeLimits = DEFAULT_LIMITS) -> None:
     """Raise :class:`GenotypeError` listing every problem of ``genotype``; return if it is valid.
 
-    ``known_ops``: the operation names allowed on cell edges and FPN paths; ``None`` skips the
-    op-name check. ``limits``: the size caps of a cell (:class:`GenotypeLimits`).
+    ``known_ops``: the operation names allowed on cell edges and in sections; ``None`` skips the
+    op-name check. ``limits``: the size caps of a cell (:class:`GenotypeLimits`). A
+    ``meta.search_space`` or a section that no registered schema knows is a one-line error.
     """
+    unknown = unknown_space_problem(genotype.meta.search_space) or unknown_sections_problem(
+        genotype.sections)
+    if unknown:
+        raise GenotypeError(unknown)
     problems: list[str] = []
     if genotype.version != GENOTYPE_VERSION:
         problems.append(f"version: unsupported genotype version {genotype.version!r} "
                         f"(this toolkit reads version {GENOTYPE_VERSION})")
-    if genotype.fpn is None and not genotype.cells:
-        problems.append("genotype: neither an fpn nor any cells")
-    if genotype.fpn is not None:
-        problems += _fpn_problems(genotype.fpn, known_ops)
-    problems += _pyramid_cell_problems(genotype)
+    if not genotype.sections and not genotype.cells:
+        problems.append("genotype: neither cells nor a section")
+    known_sections = section_schemas()
+    for key, section in genotype.sections.items():
+        problems += known_sections[key].problems(section, known_ops)
+    for schema in claiming_schemas(genotype):
+        problems += schema.problems(genotype)
     for name, cell in genotype.cells.items():
         too_big = _size_problems(f"cells.{name}", cell, limits)
         problems += too_big or _cell_problems(f"cells.{name}", cell, genotype.meta.nodes,
@@ -100,29 +101,16 @@ def validate_genotype(genotype: Genotype, *, known_ops: Collection[str] | None =
         raise GenotypeError(problems)
 
 
-def _pyramid_cell_problems(genotype: Genotype) -> list[str]:
-    """An AutoFEM-CPM (an AutoFEM search space, or a cell named after a level) has one cell
-    per level, exactly ``P2..P7``, as the derived ASFD networks build them: D0-D2 use P3-P7,
-    D3-D6 all six. Other genotypes (e.g. the digits task's one ``cell``) name cells freely."""
-    cells = genotype.cells
-    if not cells or (genotype.meta.search_space not in PYRAMID_SEARCH_SPACES
-                     and not any(name in LEVELS for name in cells)):
-        return []
-    return _level_set_problems("cells", cells, "cell", "an AutoFEM-CPM has one cell per level")
-
-
-def _level_set_problems(path: str, names: Collection[object], item: str, rule: str) -> list[str]:
-    """``names`` against exactly :data:`LEVELS`: the missing levels and the unexpected names."""
-    missing = [lv for lv in LEVELS if lv not in names]
-    extra = [name for name in names if name not in LEVELS]
-    problems = []
-    if missing:
-        problems.append(f"{path}: missing level(s) {', '.join(missing)}; {rule} "
-                        f"{', '.join(LEVELS)}")
-    if extra:
-        problems.append(f"{path}: unexpected {item}(s) {', '.join(map(str, extra))}; {rule} "
-                        f"{', '.join(LEVELS)}")
-    return problems
+def unknown_sections_problem(keys: Collection[str]) -> str | None:
+    """The one-line problem of top-level keys beyond :data:`~genotypes.spaces.BASE_KEYS` that
+    no registered schema defines as a section."""
+    known = section_schemas()
+    unknown = [str(key) for key in keys if key not in known and key not in BASE_KEYS]
+    if not unknown:
+        return None
+    return (f"genotype: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(BASE_KEYS)} "
+            f"and the registered sections ({', '.join(known) or 'none'}; a search space "
+            f"registers its schema when it is imported)")
 
 
 def _size_problems(path: str, cell: CellGenotype, limits: GenotypeLimits) -> list[str]:
@@ -138,45 +126,13 @@ def _size_problems(path: str, cell: CellGenotype, limits: GenotypeLimits) -> lis
     return problems
 
 
-def _op_problem(path: str, op: object, known_ops: Collection[str] | None) -> list[str]:
+def op_problem(path: str, op: object, known_ops: Collection[str] | None) -> list[str]:
+    """The problem of an edge's or a path's op name: empty, or not in ``known_ops``."""
     if not isinstance(op, str) or not op:
         return [f"{path}: operation must be a non-empty name, got {op!r}"]
     if known_ops is not None and op not in known_ops:
         return [f"{path}: unknown operation {op!r}; known: {', '.join(sorted(known_ops))}"]
     return []
-
-
-def _fpn_problems(fpn: FPNGenotype, known_ops: Collection[str] | None) -> list[str]:
-    """Eq. (2): levels exactly P2..P7; ``td`` everywhere but the top, ``bu`` everywhere but the
-    bottom; fusion weights softmax(beta) over exactly the paths present; a known pathway."""
-    problems: list[str] = []
-    if fpn.pathway not in FPN_PATHWAYS:
-        problems.append(f"fpn.pathway: unknown pathway {fpn.pathway!r}; "
-                        f"expected one of {', '.join(FPN_PATHWAYS)}")
-    problems += _level_set_problems("fpn.levels", fpn.levels, "level", "an FPN has exactly")
-    top, bottom = LEVELS[-1], LEVELS[0]
-    for name in (lv for lv in LEVELS if lv in fpn.levels):
-        level, path = fpn.levels[name], f"fpn.levels.{name}"
-        problems += _op_problem(f"{path}.same", level.same, known_ops)
-        for p, absent_at, why in (("td", top, "no level above"), ("bu", bottom, "no level below")):
-            op = getattr(level, p)
-            if name == absent_at and op is not None:
-                problems.append(f"{path}.{p}: must be null at {name} ({why}), got {op!r}")
-            elif name != absent_at and op is None:
-                problems.append(f"{path}.{p}: missing; every level but {absent_at} has a "
-                                f"{p} path")
-            elif op is not None:
-                problems += _op_problem(f"{path}.{p}", op, known_ops)
-        present = set(level.paths())
-        if set(level.fusion) != present:
-            problems.append(f"{path}.fusion: weights given for {sorted(level.fusion)} but the "
-                            f"paths present are {sorted(present)}")
-        elif any(not 0.0 <= w <= 1.0 for w in level.fusion.values()):
-            problems.append(f"{path}.fusion: weights must lie in [0, 1], got {level.fusion}")
-        elif not math.isclose(sum(level.fusion.values()), 1.0, abs_tol=FUSION_SUM_TOL):
-            problems.append(f"{path}.fusion: weights sum to {sum(level.fusion.values()):.4g}, "
-                            f"not 1 (they are softmax(beta))")
-    return problems
 
 
 def _cell_problems(path: str, cell: CellGenotype, meta_nodes: int | None,
@@ -205,7 +161,7 @@ def _cell_problems(path: str, cell: CellGenotype, meta_nodes: int | None,
             elif edge.parent in seen:
                 problems.append(f"{epath}.parent: parent {edge.parent} repeated on node {j}")
             seen.add(edge.parent)
-            problems += _op_problem(f"{epath}.op", edge.op, known_ops)
+            problems += op_problem(f"{epath}.op", edge.op, known_ops)
     if dangling:  # reported above; the graph is not defined
         return problems
     graph = cell_graph(cell)

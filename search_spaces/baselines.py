@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genotypes.schema import LEVELS
 from nas_search.registry import Registry
 from search_spaces.ops import ConvBNAct, Kernel, SepConv, downsample_to, fit_to, upsample_to
+from search_spaces.schemas import LEVELS
 
 FeatureModuleFactory = Callable[..., nn.Module]
 

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from genotypes.schema import LEVELS, CellGenotype, ConcatMode, Genotype
+from genotypes.schema import CellGenotype, ConcatMode, Genotype
 from nas_search.cell import FixedCell, SearchCell
 from nas_search.registry import get_op_set
 from nas_search.strategies import SearchStrategy
 from search_spaces.baselines import PerLevel, register_feature_module
+from search_spaces.schemas import LEVELS
 
 
 class AutoFEMCPMSearch(PerLevel):

@@ -14,7 +14,7 @@ applies: the genotype records ``softmax(beta)``, which the derived module starts
 
 Our definitions where the paper is loose:
 
-* What a path reads, the genotype's ``pathway`` (:data:`~genotypes.schema.FPN_PATHWAYS`):
+* What a path reads, the genotype's ``pathway`` (:data:`~search_spaces.schemas.FPN_PATHWAYS`):
 
   - ``recursive`` (Fig. 3(d), as PANet and BiFPN): ``P^td_i`` and ``P^bu_i`` are the features
     along the two paths. A top-down pass from the top level down computes ``P^td``, each level
@@ -38,7 +38,7 @@ Our definitions where the paper is loose:
   (``ceil(size / 2)``, see :func:`search_spaces.ops.downsample_to`).
 * ``F_c`` is one separable 3x3 unit (ReLU -> depthwise 3x3 -> pointwise -> BN), the same block
   as ``sep_conv_3x3``, chosen for the small D0/D1 budgets of Table 5; the fixed module can use
-  a dense 3x3 conv instead (``fuse="dense"``, :data:`FUSE_BLOCKS`), which ``detectors.asfd``
+  a dense 3x3 conv instead (``fuse="dense"``, :data:`FUSE_BLOCKS`), which ``detectors.models.asfd``
   picks per variant against Table 5. The supernet's ``F_c`` is separable.
 * The derived module's ``beta`` are learnable parameters (the paper's "learnable scalars"),
   initialised to ``log`` of the searched ``softmax(beta)`` the genotype records, so that the
@@ -53,9 +53,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from genotypes.schema import (
-    FPN_PATHS, FPN_PATHWAYS, LEVELS, FPNGenotype, FPNLevelGenotype, FPNPathway, Genotype,
-)
+from genotypes.schema import Genotype
 from nas_search.gumbel import GumbelSampled
 from nas_search.mixed_op import MixedOp
 from nas_search.registry import build_op, get_op_set
@@ -63,6 +61,9 @@ from nas_search.strategies import SearchStrategy, get_strategy
 from nas_search.supernet import ArchTable
 from search_spaces.baselines import FeatureModule, register_feature_module
 from search_spaces.ops import SepConv, downsample_to, upsample_to
+from search_spaces.schemas import (
+    FPN_PATHS, FPN_PATHWAYS, LEVELS, FPNGenotype, FPNLevelGenotype, FPNPathway, fpn_of,
+)
 
 
 def level_paths(levels: Sequence[str], i: int) -> tuple[str, ...]:
@@ -328,7 +329,8 @@ def _check_level(genotype: FPNGenotype, level: str, paths: tuple[str, ...]) -> F
 @register_feature_module("autofem_fpn")
 def autofem_fpn(channels: int, genotype: Genotype, levels: Sequence[str] = LEVELS,
                 fuse: FuseKind = "separable") -> AutoFEMFPN:
-    """The derived AutoFEM-FPN of a whole ``Genotype`` (its ``fpn`` part)."""
-    if genotype.fpn is None:
+    """The derived AutoFEM-FPN of a whole ``Genotype`` (its ``fpn`` section)."""
+    fpn = fpn_of(genotype)
+    if fpn is None:
         raise ValueError("autofem_fpn needs a genotype with an 'fpn' part; this one has none")
-    return AutoFEMFPN(channels, genotype.fpn, levels, fuse)
+    return AutoFEMFPN(channels, fpn, levels, fuse)

@@ -33,8 +33,8 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genotypes.op_sets import PAPER_OP_SETS
 from nas_search.registry import register_op, register_op_set
+from search_spaces.schemas import PAPER_OP_SETS
 
 Kernel = tuple[int, int]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detectors.backbones import (
+from detectors.models.backbones import (
     BACKBONES, ExtraLevels, MobileNetV1, build_backbone, load_pretrained, register_backbone,
 )
 

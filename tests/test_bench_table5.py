@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from detectors.asfd import resolve_genotype
-from genotypes.schema import LEVELS
+from detectors.models.asfd import resolve_genotype
+from search_spaces.schemas import LEVELS
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))

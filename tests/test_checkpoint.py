@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asfd_cli.main import main
-from detectors.asfd import load_model
+from detectors.models.asfd import load_model
 from nas_search.runtime import NUMPY_ARRAY_GLOBALS, CheckpointError, load_checkpoint
 
 

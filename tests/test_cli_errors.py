@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from asfd_cli.main import error_line, main
 from detectors.data.image import ImageReadError, load_image, read_image_size
 from detectors.data.synthetic import make_synthetic
-from detectors.pipeline import WorkerError, spawn_gloo
+from detectors.engine.distributed import WorkerError, spawn_gloo
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +110,15 @@ def test_a_dead_or_failed_spawned_worker_is_one_line(monkeypatch, failure, messa
 
 @pytest.mark.parametrize("command", ["demo", "compare"])
 def test_nan_loss_in_demo_or_compare_is_a_one_line_error(monkeypatch, tmp_path, capsys, command):
+    import detectors.workflows.compare
+    import detectors.workflows.demo
     from nas_search.runtime import NonFiniteLossError
-    import detectors.compare
-    import detectors.pipeline
 
     def explode(*args, **kwargs):
         raise NonFiniteLossError("train: non-finite loss nan at epoch 0, iteration 3")
 
-    monkeypatch.setattr(detectors.pipeline, "run_demo", explode)
-    monkeypatch.setattr(detectors.compare, "run_compare", explode)
+    monkeypatch.setattr(detectors.workflows.demo, "run_demo", explode)
+    monkeypatch.setattr(detectors.workflows.compare, "run_compare", explode)
     argv = [command, "--out", str(tmp_path / "o"), "--threads", "0"]
     if command == "compare":
         argv += ["--data", str(tmp_path)]

@@ -8,12 +8,12 @@ import pytest
 
 from asfd_cli.main import build_parser, main
 from asfd_cli.search_cmds import SEARCH_FLAGS, flag_overrides, warmup_overrides
-from detectors.asfd import load_model
-from detectors.pipeline import derive_detector, feature_modules_for
-from detectors.search_task import load_search_file
+from detectors.models.asfd import load_model
+from detectors.workflows.pipeline import derive_detector, feature_modules_for
+from detectors.workflows.search_task import load_search_file
 from genotypes.io import load_genotype
-from genotypes.schema import LEVELS
 from nas_search.registry import list_ops
+from search_spaces.schemas import LEVELS, fpn_of
 
 TINY = ["--set", "task.channels=8", "--set", "task.image_size=64", "--set", "task.batch_size=4",
         "--set", "task.base_fpn=none", "--synthetic-images", "8"]
@@ -31,7 +31,7 @@ def search_run(tmp_path_factory):
 
 def test_search_writes_a_valid_genotype_graph_and_history(search_run, capsys):
     genotype = load_genotype(search_run / "genotype.yaml", known_ops=list_ops())
-    assert tuple(genotype.cells) == LEVELS and genotype.fpn is None
+    assert tuple(genotype.cells) == LEVELS and fpn_of(genotype) is None
     assert all(c.n_nodes == 3 and c.concat == "cat_leaf" for c in genotype.cells.values())
     assert all(len(node.edges) == 1 for c in genotype.cells.values() for node in c.nodes)
     meta = genotype.meta
@@ -111,7 +111,7 @@ def test_bad_config_is_a_one_line_error(tmp_path, capsys):
 def test_a_searched_part_alone_gives_the_variant_its_modules():
     paper = load_genotype("asfd_paper_like")
     fpn_only = dataclasses.replace(paper, cells={})
-    cpm_only = dataclasses.replace(paper, fpn=None)
+    cpm_only = dataclasses.replace(paper, sections={})
     assert feature_modules_for("D0", paper) == ("autofem_cpm",)     # D0 builds the CPM alone
     assert feature_modules_for("D0", fpn_only) == ("autofem_fpn",)  # ...or the searched FPN
     assert feature_modules_for("D0", cpm_only) == ("autofem_cpm",)

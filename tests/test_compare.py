@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from asfd_cli.main import main
-from detectors.compare import (
+from detectors.data.sources import DataSource
+from detectors.data.synthetic import make_synthetic
+from detectors.workflows.compare import (
     COMPARE_CSV, COMPARE_MD, TABLE3_ARMS, Arm, CompareRow, CompareSettings, append_row,
     genotype_summary, measure_step_cost, read_rows, seed_spread, spread_markdown,
 )
-from detectors.config import DataSource
-from detectors.data.synthetic import make_synthetic
-from detectors.pipeline import load_pipeline_config
-from detectors.search_task import FaceSearchConfig, FaceSearchTask
+from detectors.workflows.pipeline import load_pipeline_config
+from detectors.workflows.search_task import FaceSearchConfig, FaceSearchTask
 from genotypes.schema import CellGenotype, Edge, Genotype, NodeGenotype
 from nas_search.runtime import ConfigError
 

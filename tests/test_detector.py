@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from asfd_cli.main import main as asfd_main
-from detectors.asfd import (
+from detectors.engine.macs import count_macs, count_parameters
+from detectors.models.anchors import AnchorGenerator
+from detectors.models.asfd import (
     ASFD, ASFD_FAMILY, HALF_DEPTH, PAPER_TABLE5, TABLE5_HALF_DEPTH, ASFDConfig, DualShotDetector, asfd_config, autofem_modules,
     build_asfd, build_feature_cascade, load_model, save_model,
 )
-from detectors.anchors import AnchorGenerator
-from detectors.backbones import build_backbone
-from detectors.heads import DetectionHeads
-from detectors.losses import DRMCLoss
-from detectors.macs import count_macs, count_parameters
-from detectors.reference_detectors import build_reference_detector
-from genotypes.schema import LEVELS
+from detectors.models.backbones import build_backbone
+from detectors.models.heads import DetectionHeads
+from detectors.models.losses import DRMCLoss
+from detectors.models.reference_detectors import build_reference_detector
+from search_spaces.schemas import LEVELS
 
 # A detector small enough for gradient steps in a unit test, on the shipped genotype's cells.
 TINY = dict(width=16, head_depth=1)
@@ -133,7 +133,7 @@ def test_the_family_is_listed_once(tmp_path, capsys):
     """D0..D6 is ``ASFD_FAMILY``'s keys: the ``Variant`` type, Table 5 and the CLI read it."""
     import typing
 
-    from detectors.asfd import Variant
+    from detectors.models.asfd import Variant
 
     assert list(ASFD_FAMILY) == [f"D{i}" for i in range(7)]
     assert typing.get_args(Variant) == tuple(ASFD_FAMILY)

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from detectors.anchors import AnchorGenerator
-from detectors.box_ops import batched_nms, box_iou, decode, encode, nms
-from detectors.matching import match_anchors, match_batch
+from detectors.models.anchors import AnchorGenerator
+from detectors.models.box_ops import batched_nms, box_iou, decode, encode, nms
+from detectors.models.matching import match_anchors, match_batch
 
 
 def t(*rows):

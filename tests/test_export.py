@@ -9,14 +9,14 @@ import torch
 
 from PIL import Image
 
-from detectors.asfd import build_asfd
-from detectors.export import (
+from detectors.engine.export import (
     ExportGraph, OnnxDetector, candidate_distance, detections_difference, export_onnx,
     network_nodes, onnx_session, quantize_onnx, verify_onnx,
 )
-from detectors.inference import Detector, PostProcess, decode_shot, select
-from detectors.losses import build_loss
-from detectors.reference_detectors import build_reference_detector
+from detectors.engine.inference import Detector, PostProcess, decode_shot, select
+from detectors.models.asfd import build_asfd
+from detectors.models.losses import build_loss
+from detectors.models.reference_detectors import build_reference_detector
 
 SIZES = ((64, 96), (96, 64))  # (H, W): two sizes, neither the tracing size
 

@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import networkx as nx
 import pytest
 
 from asfd_cli.main import main
-from genotypes.op_sets import PAPER_OP_SETS, paper_ops
 from genotypes import (
-    LEVELS, CellGenotype, Edge, FPNGenotype, FPNLevelGenotype, Genotype, GenotypeError,
-    GenotypeLimits, GenotypeMeta, NodeGenotype, cell_graph, genotype_from_dict, genotype_to_dict,
-    genotype_to_yaml, list_library, load_genotype, save_genotype, validate_genotype,
+    CellGenotype, DrawnEdge, Edge, Genotype, GenotypeError, GenotypeLimits, GenotypeMeta,
+    NodeGenotype, SectionDrawing, SectionSchema, SpaceSchema, cell_graph, genotype_from_dict,
+    genotype_to_dict, genotype_to_yaml, list_library, list_space_schemas, load_genotype,
+    register_space_schema, save_genotype, spaces, validate_genotype,
+)
+from search_spaces.schemas import (
+    FPN_KEY, LEVELS, PAPER_OP_SETS, FPNGenotype, FPNLevelGenotype, FPNSection, fpn_of,
+    paper_ops,
 )
 
 # The paper's S_CPM (Sec. 3.2); S_FPN is its first six ops.
@@ -49,17 +55,21 @@ def genotype() -> Genotype:
                         partial_channels_k=4, seed=0, dataset="toy", epochs=3,
                         metrics={"easy": 0.5, "hard": 0.25}, created="2024-05-01T12:00:00+00:00",
                         note="test genotype")
-    return Genotype(cells=cells, fpn=fpn(), meta=meta)
+    return Genotype(cells=cells, sections={FPN_KEY: fpn()}, meta=meta)
 
 
 def with_cell(g: Genotype, name: str, cell: CellGenotype) -> Genotype:
     return dataclasses.replace(g, cells={**g.cells, name: cell})
 
 
+def with_fpn(g: Genotype, fpn: FPNGenotype) -> Genotype:
+    return dataclasses.replace(g, sections={FPN_KEY: fpn})
+
+
 def with_level(g: Genotype, name: str, **changes) -> Genotype:
-    levels = dict(g.fpn.levels)
+    levels = dict(fpn_of(g).levels)
     levels[name] = dataclasses.replace(levels[name], **changes)
-    return dataclasses.replace(g, fpn=FPNGenotype(levels))
+    return with_fpn(g, FPNGenotype(levels))
 
 
 def problems(g: Genotype, **kw) -> str:
@@ -173,12 +183,12 @@ def test_unsupported_version(genotype):
     (None, "fpn.levels: unexpected level(s) P8"),
 ])
 def test_fpn_levels_exactly_p2_to_p7(genotype, drop, expected):
-    levels = dict(genotype.fpn.levels)
+    levels = dict(fpn_of(genotype).levels)
     if drop:
         del levels[drop]
     else:
         levels["P8"] = levels["P7"]
-    assert expected in problems(dataclasses.replace(genotype, fpn=FPNGenotype(levels)))
+    assert expected in problems(with_fpn(genotype, FPNGenotype(levels)))
 
 
 @pytest.mark.parametrize("level, changes, expected", [
@@ -289,7 +299,7 @@ def test_paper_like_genotype_follows_the_paper_text():
     assert "RECONSTRUCTION" in g.meta.note
     assert (g.meta.mode, g.meta.nodes) == ("top1_tree", 6)
     assert list(g.cells) == list(LEVELS)
-    for level in g.fpn.levels.values():  # same level 1x1, neighbours dilated / 5x5 separable
+    for level in fpn_of(g).levels.values():  # same level 1x1, neighbours dilated / 5x5 separable
         assert level.same == "conv_1x1"
         assert {level.td, level.bu} - {None} <= {"sep_conv_5x5", "dil_conv_3x3_r2",
                                                  "dil_conv_3x3_r3", "dil_conv_5x5_r2"}
@@ -300,7 +310,7 @@ def test_paper_like_genotype_follows_the_paper_text():
 
 def test_pcdarts_example_is_a_dag_with_two_parents():
     g = load_genotype("pcdarts_example", known_ops=S_CPM)
-    assert list(g.cells) == list(LEVELS) and g.fpn is None
+    assert list(g.cells) == list(LEVELS) and fpn_of(g) is None
     for cell in g.cells.values():
         assert [len(n.edges) for n in cell.nodes] == [1, 2, 2, 2]
         assert cell.concat == "cat_all"
@@ -310,7 +320,7 @@ def test_pcdarts_example_is_a_dag_with_two_parents():
 @pytest.mark.parametrize("variant", ["D0", "D3"])
 def test_every_shipped_genotype_derives(name, variant):
     """What validate accepts, derive builds: D0 (P4-P7) and D3 (all six levels)."""
-    derive_detector = pytest.importorskip("detectors.pipeline").derive_detector
+    derive_detector = pytest.importorskip("detectors.workflows.pipeline").derive_detector
     assert derive_detector(name, variant).config.name
 
 
@@ -340,7 +350,7 @@ def dag(n_nodes: int, parents: int) -> CellGenotype:
 
 
 def test_paper_op_sets_are_what_search_spaces_builds():
-    """The CLI checks op names against genotypes.op_sets without importing torch."""
+    """The CLI checks op names against search_spaces.schemas without importing torch."""
     ops = pytest.importorskip("search_spaces.ops")
     from nas_search.registry import get_op_set
 
@@ -393,15 +403,14 @@ def test_a_binary_file_is_a_one_line_error_naming_it(tmp_path, content):
 
 # ------------------------------------------------------------------------- FPN pathway
 def test_fpn_pathway_round_trips_and_older_files_read_as_one_hop(genotype, tmp_path):
-    recursive = dataclasses.replace(genotype, fpn=dataclasses.replace(genotype.fpn,
-                                                                      pathway="recursive"))
+    recursive = with_fpn(genotype, dataclasses.replace(fpn_of(genotype), pathway="recursive"))
     path = save_genotype(recursive, tmp_path / "g.yaml")
     assert "pathway: recursive" in path.read_text()
-    assert load_genotype(path).fpn.pathway == "recursive"
+    assert fpn_of(load_genotype(path)).pathway == "recursive"
     data = genotype_to_dict(recursive)
     del data["fpn"]["pathway"]   # a file written before the field existed
-    assert genotype_from_dict(data).fpn.pathway == "one_hop"
-    assert load_genotype("asfd_paper_like").fpn.pathway == "recursive"
+    assert fpn_of(genotype_from_dict(data)).pathway == "one_hop"
+    assert fpn_of(load_genotype("asfd_paper_like")).pathway == "recursive"
 
 
 def test_unknown_fpn_pathway_names_the_field(genotype):
@@ -417,8 +426,8 @@ def test_unknown_fpn_pathway_names_the_field(genotype):
 def test_size_caps_guard_rendering_not_building(tmp_path):
     """A cell over the caps is refused where it would be drawn (validate/render lift it with
     --max-nodes) and builds where a network is made from it (derive, training, model files)."""
-    from detectors.asfd import load_model, save_model
-    from detectors.pipeline import derive_detector
+    from detectors.models.asfd import load_model, save_model
+    from detectors.workflows.pipeline import derive_detector
 
     chain = CellGenotype(tuple(NodeGenotype((Edge(j, "conv_1x1"),)) for j in range(70)),
                          "cat_leaf")
@@ -430,3 +439,103 @@ def test_size_caps_guard_rendering_not_building(tmp_path):
     model = derive_detector(path, "D0", width=8)
     assert model.genotype.cells["P3"].n_nodes == 70
     assert load_model(save_model(model, tmp_path / "big.pt")).genotype.cells["P3"].n_nodes == 70
+
+
+# ------------------------------------------------------------------ search-space schemas
+class _ToySection(SectionSchema):
+    """A section listing named ops (``toy: {a: conv_1x1}``), drawn as ``in -> name``."""
+
+    key = "toy"
+
+    def parse(self, value):
+        return dict(value)
+
+    def to_dict(self, section):
+        return dict(section)
+
+    def problems(self, section, known_ops):
+        return [f"toy.{k}: unknown operation {v!r}" for k, v in section.items()
+                if known_ops is not None and v not in known_ops]
+
+    def drawing(self, section):
+        return SectionDrawing("toy part", ("in",), tuple(section),
+                              tuple(DrawnEdge("in", k, v, "only") for k, v in section.items()),
+                              (("only", "a toy path"),))
+
+
+@pytest.fixture
+def toy_schema(monkeypatch):
+    """A search space's schema in a few lines: a section, and cells fixed to ``a``."""
+    monkeypatch.setattr(spaces, "_SCHEMAS", dict(spaces._SCHEMAS))  # unregistered afterwards
+
+    class Toy(SpaceSchema):
+        def problems(self, genotype):
+            return [] if set(genotype.cells) <= {"a"} else ["cells: a toy has cell a only"]
+
+    return register_space_schema(Toy("toy", ("toy_space",), (_ToySection(),), ("a",)))
+
+
+def test_a_registered_schema_plugs_its_section_and_rules_in(toy_schema, tmp_path):
+    g = Genotype(cells={"a": tree((0, "conv_1x1"))}, sections={"toy": {"a": "sep_conv_3x3"}},
+                 meta=GenotypeMeta(search_space="toy_space"))
+    path = save_genotype(g, tmp_path / "g.yaml")
+    assert "toy:\n  a: sep_conv_3x3\n" in path.read_text()
+    assert load_genotype(path, known_ops=S_CPM) == g
+    assert "toy.a: unknown operation 'sep_conv_3x3'" in problems(g, known_ops=["conv_1x1"])
+    assert "cells: a toy has cell a only" in problems(with_cell(g, "b", tree((0, "conv_1x1"))))
+    from visualize.render import genotype_to_dot
+
+    dot = genotype_to_dot(g)
+    assert "subgraph cluster_toy" in dot and "toy_in -> toy_a [label=sep_conv_3x3" in dot
+    assert "toy_a -> cell_a_0" in dot  # the section's output a feeds cell a
+    assert 'legend_only_from -> legend_only_to [label="a toy path"' in dot
+
+
+def test_a_schema_cannot_take_another_schemas_names(toy_schema):
+    with pytest.raises(ValueError, match="toy_space already belong.* to schema 'toy'"):
+        register_space_schema(SpaceSchema("other", ("toy_space",)))
+    with pytest.raises(ValueError, match="fpn already belong.* to schema 'autofem'"):
+        register_space_schema(SpaceSchema("other", ("x",), (FPNSection(),)))
+    assert "autofem" in list_space_schemas() and "toy" in list_space_schemas()
+
+
+def test_unregistered_search_space_or_section_is_a_one_line_error(genotype):
+    g = dataclasses.replace(genotype, meta=GenotypeMeta(search_space="mystery"))
+    msg = problems(g)
+    assert msg.startswith("meta.search_space: no genotype schema is registered for 'mystery'")
+    assert "autofem_cpm" in msg and "\n" not in msg
+    data = genotype_to_dict(genotype) | {"extra": {"x": 1}}
+    with pytest.raises(GenotypeError, match=r"^genotype: unknown key\(s\) extra; allowed: "
+                                            r"version, meta, cells and the registered "
+                                            r"sections \(fpn;"):
+        genotype_from_dict(data)
+
+
+def test_the_generic_format_alone_names_the_missing_schema(tmp_path):
+    """Without ``search_spaces`` imported, an AutoFEM file is refused in one line that names
+    its search space (or its section); generic files load."""
+    generic = tmp_path / "generic.yaml"
+    generic.write_text("version: 1\ncells:\n  c:\n    concat: cat_all\n"
+                       "    nodes:\n    - [{parent: 0, op: conv_1x1}]\n")
+    fpn_only = tmp_path / "fpn.yaml"
+    fpn_only.write_text(genotype_to_yaml(load_genotype("asfd_paper_like")).replace(
+        "search_space: autofem", "search_space: ''"))
+    code = f"""
+import sys
+from genotypes import GenotypeError, load_genotype
+print(sorted(load_genotype({str(generic)!r}).cells))
+for name in ("asfd_paper_like", {str(fpn_only)!r}):
+    try:
+        load_genotype(name)
+    except GenotypeError as exc:
+        print(exc)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("search_spaces", "torch")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "['c']"
+    assert out[1].startswith("library:asfd_paper_like: meta.search_space: no genotype schema "
+                             "is registered for 'autofem' (known: none;")
+    assert out[2].startswith(f"{fpn_only}: genotype: unknown key(s) fpn; allowed: version, "
+                             "meta, cells and the registered sections (none;")
+    assert out[3] == "[]"

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from detectors.asfd import ASFD, asfd_config, build_asfd, load_model, save_model
-from detectors.heads import DetectionHeads, PredictionHead, init_head_, last_conv, prior_logits
+from detectors.models.asfd import ASFD, asfd_config, build_asfd, load_model, save_model
+from detectors.models.heads import (
+    DetectionHeads, PredictionHead, init_head_, last_conv, prior_logits,
+)
 
 
 def test_prior_logits_give_the_prior_face_probability():
@@ -93,7 +95,7 @@ def test_d0_overfits_one_small_batch_below_the_constant_predictor_plateau():
     leaves the plateau of the image-blind classifier on one fixed batch of synthetic faces."""
     from detectors.data.image import to_tensor
     from detectors.data.synthetic import synthesize_image
-    from detectors.losses import DRMCLoss, constant_predictor_loss
+    from detectors.models.losses import DRMCLoss, constant_predictor_loss
 
     rng = np.random.default_rng(3)
     images, boxes = [], []

@@ -9,14 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from detectors.inference import (
+from detectors.engine.inference import (
     Detections, Detector, DetectorBase, MultiScaleTest, PostProcess, box_voting, flip_boxes,
     NEAR_CONSTANT_MIN_BOXES, PICTURE_MAX_BOXES, draw_detections, iter_inputs, listed_images,
     picture_boxes, picture_warning, select, write_detections,
 )
-from detectors.asfd import CHECKPOINT_VERSION, LEGACY_REFERENCE_FORMAT, load_model, save_model
-from detectors.macs import profile_model
-from detectors.reference_detectors import MultiAnchorGenerator, build_reference_detector
+from detectors.engine.macs import profile_model
+from detectors.models.asfd import (
+    CHECKPOINT_VERSION, LEGACY_REFERENCE_FORMAT, load_model, save_model,
+)
+from detectors.models.reference_detectors import MultiAnchorGenerator, build_reference_detector
 
 
 def boxes(*rows) -> torch.Tensor:

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detectors.box_ops import encode
-from detectors.heads import DetectorOutput, ShotOutput
-from detectors.losses import (
+from detectors.models.box_ops import encode
+from detectors.models.heads import DetectorOutput, ShotOutput
+from detectors.models.losses import (
     constant_predictor_loss,
     LOSSES, DRMCLoss, DSFDLoss, build_loss, diou_loss, hard_negative_mask, margin_cross_entropy,
 )

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectors.macs import count_macs, count_parameters, measure_latency, profile_model
+from detectors.engine.macs import count_macs, count_parameters, measure_latency, profile_model
 
 
 @pytest.mark.parametrize("meta", [True, False])

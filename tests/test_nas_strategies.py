@@ -144,7 +144,7 @@ def test_cli_search_mode_choices_are_the_registered_strategies(capsys):
 
 
 def test_face_search_config_names_the_registered_strategies():
-    from detectors.search_task import FaceSearchConfig
+    from detectors.workflows.search_task import FaceSearchConfig
 
     with pytest.raises(ValueError, match=r"mode: unknown search strategy 'darts'; registered"):
         FaceSearchConfig(mode="darts")

@@ -121,7 +121,7 @@ def test_typed_loader_converts_and_names_file_and_key():
 
 
 def test_the_config_loader_needs_no_torch():
-    code = ("import sys; import detectors.config; from nas_search.runtime import load_yaml; "
+    code = ("import sys; import detectors.engine.config; from nas_search.runtime import load_yaml; "
             "print('torch' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
@@ -129,10 +129,10 @@ def test_the_config_loader_needs_no_torch():
 
 # ----------------------------------------------------------------------------- errors
 def test_training_and_search_raise_the_one_non_finite_loss_error():
-    import detectors.train
+    import detectors.engine.trainer
     import nas_search.search
 
-    assert detectors.train.NonFiniteLossError is nas_search.search.NonFiniteLossError
+    assert detectors.engine.trainer.NonFiniteLossError is nas_search.search.NonFiniteLossError
     assert issubclass(NonFiniteLossError, FloatingPointError)
 
 

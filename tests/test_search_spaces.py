@@ -7,13 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-import search_spaces  # noqa: F401  (registers ops, op sets and feature modules)
-from genotypes.schema import LEVELS
+import search_spaces.cpm  # noqa: F401  (registers autofem_cpm)
+import search_spaces.fpn  # noqa: F401  (registers autofem_fpn)
 from nas_search.registry import build_op, get_op_set
 from search_spaces.baselines import (
     FastNormalizedFusion, build_feature_module, list_feature_modules, register_feature_module,
 )
 from search_spaces.ops import downsample_to, fit_to, upsample_to
+from search_spaces.schemas import LEVELS
 
 C = 8
 #: The pyramid of a 641x479 image: ceil(641/s) x ceil(479/s) for strides 4..128.

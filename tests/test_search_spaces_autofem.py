@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 
-import search_spaces  # noqa: F401  (registers ops, op sets and feature modules)
-from genotypes.schema import LEVELS, FPNGenotype, FPNLevelGenotype, Genotype
+from genotypes.schema import Genotype
 from nas_search.registry import get_op_set
 from nas_search.supernet import Supernet, is_arch_parameter
 from search_spaces.baselines import build_feature_module
@@ -15,6 +14,7 @@ from search_spaces.cpm import AutoFEMCPM, AutoFEMCPMSearch
 from search_spaces.fpn import (
     AutoFEMFPN, AutoFEMFPNSearch, _FusionLevel, fusion_logits, gate, level_paths, path_terms,
 )
+from search_spaces.schemas import FPN_KEY, LEVELS, FPNGenotype, FPNLevelGenotype
 
 C = 8
 PYRAMID_SIZES = [(math.ceil(641 / s), math.ceil(479 / s)) for s in (4, 8, 16, 32, 64, 128)]
@@ -52,7 +52,7 @@ class AutoFEMSupernet(Supernet):
         return self.cpm(self.fpn(feats))
 
     def genotype(self, top_k=2):
-        return Genotype(cells=self.cpm.derive(top_k), fpn=self.fpn.derive())
+        return Genotype(cells=self.cpm.derive(top_k), sections={FPN_KEY: self.fpn.derive()})
 
 
 # ----------------------------------------------------------------------------- FPN structure

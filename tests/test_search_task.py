@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectors.config import ConfigError, DataSource
 from detectors.data.loader import prepare_batch
+from detectors.data.sources import DataSource
 from detectors.data.synthetic import make_synthetic
-from detectors.search_task import (
+from detectors.workflows.search_task import (
     FaceSearchConfig, FaceSearchTask, SearchFile, load_search_file,
 )
-from genotypes.schema import LEVELS
 from genotypes.validate import validate_genotype
 from nas_search.registry import list_ops
+from nas_search.runtime import ConfigError
+from search_spaces.schemas import LEVELS, fpn_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=8, n_nodes=2, image_size=64, batch_size=2)
@@ -63,17 +64,17 @@ def test_genotype_has_the_searched_part_only(tiny_data, target, mode):
     genotype = task.build_supernet().genotype(top_k=2)
     validate_genotype(genotype, known_ops=list_ops())
     if target == "cpm":
-        assert genotype.fpn is None and tuple(genotype.cells) == LEVELS
+        assert fpn_of(genotype) is None and tuple(genotype.cells) == LEVELS
         edges = {len(node.edges) for cell in genotype.cells.values() for node in cell.nodes}
         assert edges == ({1} if mode == "top1_tree" else {1, 2})  # node 1 has one parent only
         assert all(c.concat == "cat_all" and c.n_nodes == 2 for c in genotype.cells.values())
         assert (genotype.meta.mode, genotype.meta.nodes, genotype.meta.op_set) == (mode, 2, "S_CPM")
     else:
-        assert not genotype.cells and tuple(genotype.fpn.levels) == LEVELS
-        assert genotype.meta.op_set == "S_FPN" and genotype.fpn.pathway == "recursive"
+        assert not genotype.cells and tuple(fpn_of(genotype).levels) == LEVELS
+        assert genotype.meta.op_set == "S_FPN" and fpn_of(genotype).pathway == "recursive"
         one_hop = FaceSearchConfig(target=target, mode=mode, fpn_pathway="one_hop", **TINY)
-        assert FaceSearchTask(one_hop, tiny_data).build_supernet().genotype().fpn.pathway == \
-            "one_hop"
+        assert fpn_of(FaceSearchTask(one_hop, tiny_data).build_supernet().genotype()).pathway \
+            == "one_hop"
     assert genotype.meta.partial_channels_k == 4 and "mobilenet0.25" in genotype.meta.note
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from detectors.config import DataSource
+from detectors.data.sources import DataSource
 from detectors.data.synthetic import make_synthetic
-from detectors.pipeline import spawn_gloo
-from detectors.search_task import FaceSearchConfig, FaceSearchTask
+from detectors.engine.distributed import spawn_gloo
+from detectors.workflows.search_task import FaceSearchConfig, FaceSearchTask
 from nas_search.search import SearchConfig, search
 
 TASK = FaceSearchConfig(channels=8, n_nodes=2, image_size=64, batch_size=2)

@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.asfd import load_model
-from detectors.config import DataSource, ModelConfig, OptimConfig, ScheduleConfig, load_config
+from detectors.data.sources import DataSource, is_val_position, load_samples, split_images
 from detectors.data.synthetic import make_synthetic
 from detectors.data.wider import FaceSample
-from detectors.evaluation.wider_eval import evaluate_wider, load_wider_ground_truth
-from detectors.losses import DSFDLoss, LossResult, build_loss, register_loss
-from detectors.train import (
-    CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, STATE_FORMAT, TrainEvent, build_model,
-    build_optimizer, ground_truth_from_samples, is_val_position, load_samples, lr_at,
-    restrict_ground_truth, split_images, train,
+from detectors.engine.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, STATE_FORMAT
+from detectors.engine.config import ModelConfig, OptimConfig, ScheduleConfig, load_config
+from detectors.engine.evaluate import ground_truth_from_samples
+from detectors.engine.reporting import METRICS_FILE, TrainEvent
+from detectors.engine.schedule import build_optimizer, lr_at
+from detectors.engine.trainer import build_model, train
+from detectors.evaluation.wider_eval import (
+    evaluate_wider, load_wider_ground_truth, restrict_ground_truth,
 )
+from detectors.models.asfd import load_model
+from detectors.models.losses import DSFDLoss, LossResult, build_loss, register_loss
 from nas_search.runtime import (
     CheckpointError, ConfigError, DistContext, NonFiniteLossError, resolve_device,
 )
@@ -337,9 +340,9 @@ def test_cuda_run_uses_mixed_precision_and_evaluates(synthetic, tmp_path):
 
 
 def test_config_records_the_genotype_of_a_model_file(synthetic, tmp_path):
-    from detectors.asfd import build_asfd, save_model
-    from detectors.reference_detectors import build_reference_detector
-    from detectors.train import Trainer, recorded_model_config
+    from detectors.engine.trainer import Trainer, recorded_model_config
+    from detectors.models.asfd import build_asfd, save_model
+    from detectors.models.reference_detectors import build_reference_detector
 
     model = build_asfd("D0", "asfd_paper_like", width=16)
     derived = save_model(model, tmp_path / "d0.pt", extra={"derived_from": "runs/search_cpm"})
@@ -370,3 +373,57 @@ def test_training_step_distorts_each_batch_on_the_device(synthetic, tmp_path, mo
     assert result.progress.iteration == 2
     # On the CPU one image at a time: 2 batches of 4.
     assert seen == [(torch.float32, "cpu", (3, 64, 64), 1, (1, 5))] * 8
+
+
+# ------------------------------------------------------------------ the trainer's parts
+def test_run_folder_checkpoints_and_restores_a_state(tmp_path):
+    """RunFolder alone: refuses to start over a run or resume none, writes ``config.yaml``,
+    ``last.pt`` and ``model.pt``, and restores the weights, optimizer, counters and RNG."""
+    from detectors.engine.checkpoint import Progress, RunFolder, TrainState
+    from detectors.models.asfd import build_asfd
+
+    config = load_config(None, ["model.options={width: 16}"])
+    folder = RunFolder(tmp_path / "run", config, writes=True)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        folder.prepare(resume=True)
+    folder.prepare(resume=False)
+    assert load_config(tmp_path / "run" / CONFIG_FILE) == config
+    model = build_asfd("D0", width=16)
+    state = TrainState(model, build_optimizer(model.parameters(), config.optim),
+                       torch.amp.GradScaler("cpu", enabled=False))
+    torch.manual_seed(7)
+    assert folder.save(state, Progress(epoch=1, batch=2, iteration=9)) == folder.state_path
+    expected = torch.rand(3)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        folder.prepare(resume=False)
+    fresh = build_asfd("D0", width=16)
+    restored = TrainState(fresh, build_optimizer(fresh.parameters(), config.optim),
+                          torch.amp.GradScaler("cpu", enabled=False))
+    progress = folder.restore(folder.read_state((), torch.device("cpu")), restored)
+    assert (progress.epoch, progress.batch, progress.iteration) == (1, 2, 9)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  fresh.state_dict().values()))
+    assert torch.equal(torch.rand(3), expected)  # the RNG continues where it was saved
+    assert load_model(tmp_path / "run" / MODEL_FILE).config == model.config
+    assert RunFolder(tmp_path / "other", config, writes=False).save(state, progress) is None
+
+
+def test_a_single_process_shares_nothing_and_reports_on_the_main_rank_only(tmp_path):
+    from detectors.engine.checkpoint import Progress
+    from detectors.engine.distributed import TrainProcess
+    from detectors.engine.reporting import MetricsLog, Reporter
+
+    process = TrainProcess.join("cpu", 1)
+    assert not process.ctx.enabled and process.device.type == "cpu"
+    model = torch.nn.Linear(2, 2)
+    assert process.wrap(model) is model and process.sync_batchnorm(model) is model
+    assert process.from_rank0(0.25) == 0.25 and process.agree(True, False) == (True, False)
+    events = []
+    Reporter(events.append, 10, None, reports=False).emit("start", Progress())
+    assert events == []
+    report = Reporter(events.append, 10, MetricsLog(tmp_path / METRICS_FILE), reports=True)
+    report.emit("iteration", Progress(epoch=1, iteration=3), loss=0.5)
+    report.log({"kind": "train", "epoch": 1, "iteration": 3, "loss": 0.5})
+    assert [(e.kind, e.epoch, e.iteration, e.total_iterations, e.loss) for e in events] == [
+        ("iteration", 1, 3, 10, 0.5)]
+    assert (tmp_path / METRICS_FILE).read_text().splitlines()[1].startswith("train,1,3,")

@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from detectors.asfd import build_asfd
-from detectors.config import load_config
 from detectors.data.synthetic import make_synthetic
-from detectors.train import STATE_FILE, train
+from detectors.engine.checkpoint import STATE_FILE
+from detectors.engine.config import load_config
+from detectors.engine.trainer import train
+from detectors.models.asfd import build_asfd
 
 pytestmark = pytest.mark.slow
 

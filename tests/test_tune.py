@@ -9,11 +9,11 @@ import optuna
 import pytest
 import torch
 
-from detectors import tune
 from detectors.data.synthetic import make_synthetic
-from detectors.pipeline import load_pipeline_config
-from detectors.train import TrainEvent
-from detectors.tune import TuneSettings, default_storage, open_study, run_tune, suggest
+from detectors.engine.reporting import TrainEvent
+from detectors.workflows import tune
+from detectors.workflows.pipeline import load_pipeline_config
+from detectors.workflows.tune import TuneSettings, default_storage, open_study, run_tune, suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "search_tune.yaml"

@@ -13,19 +13,20 @@ from PIL import Image
 
 from asfd_cli.main import main
 from detectors.evaluation.fddb_eval import tpr_at
-from genotypes import LEVELS, load_genotype
+from genotypes import load_genotype
+from search_spaces.schemas import LEGEND_PATHS, LEVELS, fpn_of
 from visualize.history import (
     MIN_Y_SPAN, HistoryRecord, column_label, final_table, grid_positions, history_figure,
     history_panels, load_history, panel_title, plot_history, value_limits,
 )
 from visualize.plots import plot_pr_curves, plot_roc
-from visualize.render import LEGEND_PATHS, genotype_to_dot, render_genotype
+from visualize.render import genotype_to_dot, render_genotype
 
 
 def ops_of(genotype) -> set[str]:
     ops = {e.op for c in genotype.cells.values() for n in c.nodes for e in n.edges}
-    if genotype.fpn:
-        ops |= {op for lv in genotype.fpn.levels.values() for op in lv.paths().values()}
+    if fpn_of(genotype):
+        ops |= {op for lv in fpn_of(genotype).levels.values() for op in lv.paths().values()}
     return ops
 
 
@@ -45,7 +46,7 @@ def test_svg_shows_every_op_cell_and_level(name, tmp_path):
     assert svg.lstrip().startswith("<?xml") and "</svg>" in svg
     for text in ops_of(g) | {f"cell {c}" for c in g.cells}:
         assert text in svg, text
-    if g.fpn:
+    if fpn_of(g):
         for lv in LEVELS:
             assert f">{lv}<" in svg and f">C{lv[1:]}<" in svg
         assert "β=0.58" in svg  # P2's top-down fusion weight
@@ -82,7 +83,7 @@ def test_graph_has_a_title_and_a_legend(tmp_path):
     svg = render_genotype(g, tmp_path / "g.svg", name="asfd_paper_like").read_text()
     assert ">asfd_paper_like<" in svg and ">legend<" in svg
     assert ">top&#45;down (from level i+1)<" in svg
-    cells_only = genotype_to_dot(dataclasses.replace(g, fpn=None))  # no paths to explain
+    cells_only = genotype_to_dot(dataclasses.replace(g, sections={}))  # no paths to explain
     assert "legend_leaf" in cells_only and "legend_td" not in cells_only
     assert "legend_cascade" not in cells_only and "asfd_paper_like" not in cells_only
 

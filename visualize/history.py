@@ -33,7 +33,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from genotypes.io import HISTORY_FILE
-from genotypes.schema import LEVELS
+from genotypes.spaces import cell_names
 from visualize.plots import new_figure, save_figure
 
 #: The FPN's path rows as logged, and as a reader names them.
@@ -105,8 +105,11 @@ def _role(param: str, row: str) -> _Role | None:
 
 
 def _level(param: str) -> str | None:
-    """The pyramid level in a group's name (``...blocks.P3.gamma``: ``P3``), if any."""
-    return next((part for part in reversed(param.split(".")) if part in LEVELS), None)
+    """The pyramid level in a group's name (``...blocks.P3.gamma``: ``P3``), if any: a cell
+    name that a registered genotype schema fixes (:func:`genotypes.spaces.cell_names`; AutoFEM's
+    levels once ``search_spaces`` is imported)."""
+    names = cell_names()
+    return next((part for part in reversed(param.split(".")) if part in names), None)
 
 
 def _module_title(param: str, module: str) -> str:

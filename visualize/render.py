@@ -1,16 +1,14 @@
-"""Graphviz rendering of a genotype: the AutoFEM-FPN pyramid and every cell, in one figure.
+"""Graphviz rendering of a genotype: its sections (e.g. the AutoFEM-FPN) and every cell, in one
+figure.
 
-The FPN is drawn as inputs ``C_i`` feeding outputs ``P_i`` (Eq. 2): the same-level path from
-``C_i``, the top-down path from level ``i+1`` and the bottom-up path from level ``i-1``, each
-edge labelled with its op and its fusion weight softmax(beta). Colours follow the paper's
-Fig. 3 (dotted black: same level, solid blue: top-down, dashed green: bottom-up). The neighbour
-paths start at the neighbour's input node; the cluster title names the genotype's pathway: with
-``one_hop`` a path reads that map (``P^td_{i+1} := C_{i+1}``), with ``recursive`` the
-neighbour's path feature (``search_spaces.fpn``), which the drawing does not separate.
+A section is drawn as its schema describes it (:meth:`genotypes.spaces.SectionSchema.drawing`):
+input nodes feeding output nodes by labelled edges, an output named like a cell feeding that
+cell. Edge kinds take the paper's Fig. 3 styles in order (dotted black, solid blue, dashed
+green: AutoFEM's same-level, top-down and bottom-up paths).
 
 Each cell is a cluster in the style of Fig. 4: the input node 0 in green, intermediate nodes,
 the nodes the cell concatenates (``output_nodes``) filled in blue, leaves with a double border,
-and an output node collecting them. A legend cluster explains the path styles and node kinds,
+and an output node collecting them. A legend cluster explains the edge kinds and node kinds,
 and the title names the genotype. Rendering runs the ``dot`` executable headless (``pipe``).
 """
 from __future__ import annotations
@@ -21,46 +19,45 @@ from typing import Literal
 
 import graphviz
 
-from genotypes.schema import LEVELS, CellGenotype, FPNGenotype, Genotype
+from genotypes.schema import CellGenotype, Genotype
+from genotypes.spaces import SectionDrawing, section_schemas
 from genotypes.validate import DEFAULT_LIMITS, GenotypeLimits, validate_genotype
 
 RenderFormat = Literal["svg", "png", "pdf"]
 FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
 PNG_DPI = 150
 
-# Fig. 3 of the paper: skip / same level dotted black, top-down solid blue, bottom-up dashed green.
-PATH_STYLE: dict[str, dict[str, str]] = {
-    "same": {"color": "black", "fontcolor": "black", "style": "dotted"},
-    "td": {"color": "#1f5fbf", "fontcolor": "#1f5fbf", "style": "solid"},
-    "bu": {"color": "#2a8a2a", "fontcolor": "#2a8a2a", "style": "dashed"},
-}
-# Which level feeds a path of level i: itself, the level above (top-down), below (bottom-up).
-PATH_SOURCE_OFFSET: dict[str, int] = {"same": 0, "td": 1, "bu": -1}
-LEGEND_PATHS: dict[str, str] = {"same": "same level", "td": "top-down (from level i+1)",
-                                "bu": "bottom-up (from level i-1)"}
+# Fig. 3 of the paper: skip / same level dotted black, top-down solid blue, bottom-up dashed green;
+# a section's edge kinds take them in order (and again from the first, past the third).
+EDGE_STYLES: tuple[dict[str, str], ...] = (
+    {"color": "black", "fontcolor": "black", "style": "dotted"},
+    {"color": "#1f5fbf", "fontcolor": "#1f5fbf", "style": "solid"},
+    {"color": "#2a8a2a", "fontcolor": "#2a8a2a", "style": "dashed"},
+)
 INPUT_STYLE = {"style": "filled", "fillcolor": "#b8e0b8"}
 OUTPUT_NODE_STYLE = {"style": "filled", "fillcolor": "#c6dbf7"}
 CONCAT_STYLE = {"shape": "box", "style": "filled", "fillcolor": "#7fa8e0"}
-CASCADE_STYLE = {"color": "gray70", "style": "dashed"}  # FPN output P_i -> cell P_i
+CASCADE_STYLE = {"color": "gray70", "style": "dashed"}  # section output X -> cell X
 
 
-def _fpn_cluster(fpn: FPNGenotype) -> graphviz.Digraph:
-    g = graphviz.Digraph(name="cluster_fpn")
-    g.attr(label=f"AutoFEM-FPN ({fpn.pathway} paths)", fontname="Helvetica-Bold", color="gray60")
-    levels = [lv for lv in reversed(LEVELS) if lv in fpn.levels]  # P7 on top
+def _kind_styles(drawing: SectionDrawing) -> dict[str, dict[str, str]]:
+    return {kind: EDGE_STYLES[i % len(EDGE_STYLES)] for i, (kind, _) in enumerate(drawing.kinds)}
+
+
+def _section_cluster(key: str, drawing: SectionDrawing) -> graphviz.Digraph:
+    g = graphviz.Digraph(name=f"cluster_{key}")
+    g.attr(label=drawing.title, fontname="Helvetica-Bold", color="gray60")
     with g.subgraph() as inputs:
         inputs.attr(rank="same")
-        for lv in levels:
-            inputs.node(f"fpn_C{lv[1:]}", f"C{lv[1:]}", shape="box")
+        for name in drawing.inputs:
+            inputs.node(f"{key}_{name}", name, shape="box")
     with g.subgraph() as outputs:
         outputs.attr(rank="same")
-        for lv in levels:
-            outputs.node(f"fpn_{lv}", lv, shape="box", **OUTPUT_NODE_STYLE)
-    for lv in levels:
-        for path, op in fpn.levels[lv].paths().items():
-            source = LEVELS[LEVELS.index(lv) + PATH_SOURCE_OFFSET[path]]
-            label = rf"{path}: {op}\nβ={fpn.levels[lv].fusion[path]:.2f}"
-            g.edge(f"fpn_C{source[1:]}", f"fpn_{lv}", label=label, **PATH_STYLE[path])
+        for name in drawing.outputs:
+            outputs.node(f"{key}_{name}", name, shape="box", **OUTPUT_NODE_STYLE)
+    styles = _kind_styles(drawing)
+    for e in drawing.edges:
+        g.edge(f"{key}_{e.source}", f"{key}_{e.target}", label=e.label, **styles[e.kind])
     return g
 
 
@@ -81,8 +78,9 @@ def _cell_cluster(name: str, cell: CellGenotype) -> graphviz.Digraph:
     return g
 
 
-def _legend_cluster(genotype: Genotype) -> graphviz.Digraph:
-    """What the styles mean: the FPN path styles (with an FPN) and the cell nodes (with cells)."""
+def _legend_cluster(genotype: Genotype,
+                   drawings: dict[str, SectionDrawing]) -> graphviz.Digraph:
+    """What the styles mean: each section's edge kinds, and the cell nodes (with cells)."""
     g = graphviz.Digraph(name="cluster_legend")
     g.attr(label="legend", fontname="Helvetica-Bold", color="gray60", style="dashed")
 
@@ -91,11 +89,12 @@ def _legend_cluster(genotype: Genotype) -> graphviz.Digraph:
             g.node(f"legend_{key}_{end}", "", shape="point", width="0.05")
         g.edge(f"legend_{key}_from", f"legend_{key}_to", label=text, **style)
 
-    if genotype.fpn is not None:
-        for path, text in LEGEND_PATHS.items():
-            edge(path, text, PATH_STYLE[path])
-        if set(genotype.cells) & set(genotype.fpn.levels):
-            edge("cascade", "FPN output P_i feeds cell P_i", CASCADE_STYLE)
+    for drawing in drawings.values():
+        styles = _kind_styles(drawing)
+        for kind, text in drawing.kinds:
+            edge(kind, text, styles[kind])
+        if set(genotype.cells) & set(drawing.outputs):
+            edge("cascade", drawing.feeds_cells, CASCADE_STYLE)
     if genotype.cells:
         g.node("legend_input", "input (node 0)", **INPUT_STYLE)
         g.node("legend_concat", "node the output concatenates", **OUTPUT_NODE_STYLE)
@@ -106,11 +105,12 @@ def _legend_cluster(genotype: Genotype) -> graphviz.Digraph:
 
 def build_graph(genotype: Genotype, name: str | None = None,
                 limits: GenotypeLimits = DEFAULT_LIMITS) -> graphviz.Digraph:
-    """The whole genotype as one ``graphviz.Digraph`` (FPN cluster, then one per cell, then a
-    legend), titled with ``name`` (e.g. the file or library name) and the search space and
-    mode; a cell named after a pyramid level is linked from that FPN output, as AutoFEM cascades
-    them. The genotype is validated first (the drawing relies on its invariants), with the
-    cell size caps of ``limits``: Graphviz would take minutes or hours over a huge cell."""
+    """The whole genotype as one ``graphviz.Digraph`` (a cluster per section, then one per cell,
+    then a legend), titled with ``name`` (e.g. the file or library name) and the search space
+    and mode; a cell named like a section's output is linked from it (as AutoFEM cascades FPN
+    level P_i into cell P_i). The genotype is validated first (the drawing relies on its
+    invariants), with the cell size caps of ``limits``: Graphviz would take minutes or hours
+    over a huge cell."""
     validate_genotype(genotype, limits=limits)
     dot = graphviz.Digraph(name="genotype")
     dot.attr(rankdir="LR", fontname="Helvetica", newrank="true")
@@ -119,13 +119,16 @@ def build_graph(genotype: Genotype, name: str | None = None,
     title = [name or "", f"{genotype.meta.search_space} {genotype.meta.mode}".strip()]
     if any(title):
         dot.attr(label=r"\n".join(t for t in title if t), labelloc="t", fontsize="16")
-    if genotype.fpn is not None:
-        dot.subgraph(_fpn_cluster(genotype.fpn))
+    schemas = section_schemas()
+    drawings = {key: schemas[key].drawing(section) for key, section in genotype.sections.items()}
+    for key, drawing in drawings.items():
+        dot.subgraph(_section_cluster(key, drawing))
     for cell_name, cell in genotype.cells.items():
         dot.subgraph(_cell_cluster(cell_name, cell))
-        if genotype.fpn is not None and cell_name in genotype.fpn.levels:
-            dot.edge(f"fpn_{cell_name}", f"cell_{cell_name}_0", **CASCADE_STYLE)
-    dot.subgraph(_legend_cluster(genotype))
+        for key, drawing in drawings.items():
+            if cell_name in drawing.outputs:
+                dot.edge(f"{key}_{cell_name}", f"cell_{cell_name}_0", **CASCADE_STYLE)
+    dot.subgraph(_legend_cluster(genotype, drawings))
     return dot
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from detectors.box_ops import box_iou
+from detectors.models.box_ops import box_iou
 
 ANNOTATION_FILE = "wider_face_bbx_gt.txt"
 README_TEXT = """SMOKE-TEST DATASET - NOT FOR REPORTED FIGURES

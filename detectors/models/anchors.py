@@ -6,7 +6,7 @@ size ``sizes[l]`` for the second shot and ``first_shot_scale * sizes[l]`` for th
 
 Aspect ratio ``r = h / w`` (``w = size / sqrt(r)``, ``h = size * sqrt(r)``). The generator's default
 is square (1.0, as the popular DSFD re-implementations); the ASFD family uses the official DSFD
-config's 1.5 (faces are taller than wide; :class:`detectors.asfd.ASFDConfig`).
+config's 1.5 (faces are taller than wide; :class:`detectors.models.asfd.ASFDConfig`).
 
 Anchors are generated from the feature-map shapes the network actually produced, so any input
 size works; :meth:`AnchorGenerator.feature_shapes` predicts those shapes for an image size

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from detectors.box_ops import box_iou
+from detectors.models.box_ops import box_iou
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The paper searches AutoFEM-FPN and AutoFEM-CPM "on the basis of light DSFD respectively" (a
 ResNet50 dual-shot detector with 2-layer heads, 256 channels, 6 nodes per CPM, 1/4 of the
 channels per edge). :class:`FaceSearchSupernet` is that detector
-(:class:`~detectors.asfd.DualShotDetector`: lateral pyramid = first shot, feature module =
+(:class:`~detectors.models.asfd.DualShotDetector`: lateral pyramid = first shot, feature module =
 second shot, one head network for both, DRMC loss, Eq. 8) whose feature module is a supernet:
 
 * ``target="fpn"``: the AutoFEM-FPN supernet (Eq. 2) alone;
@@ -14,9 +14,9 @@ Defaults are scaled to a laptop CPU (MobileNet0.25, 32 channels, 256 px, 1-layer
 ``configs/search_*.yaml`` document the paper's values next to ours.
 
 Data (the paper only says "based on WIDER FACE"): the images of a
-:class:`~detectors.config.DataSource` are split once more with
-:func:`detectors.train.split_images` (every ``1/arch_fraction``-th image of each event, sorted
-by name): the *weight* images train the supernet weights (DSFD augmentation, per-sample
+:class:`~detectors.data.sources.DataSource` are split once more with
+:func:`detectors.data.sources.split_images` (every ``1/arch_fraction``-th image of each event,
+sorted by name): the *weight* images train the supernet weights (DSFD augmentation, per-sample
 generators seeded by ``(seed, epoch, index)``), the *architecture* images drive the arch steps
 and the validation loss (letterboxed, no augmentation). Batches are a deterministic function of
 ``(seed, epoch)``; in a multi-process search each rank reads its own shard of equal length
@@ -34,18 +34,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from detectors.anchors import AnchorGenerator
-from detectors.asfd import ASFDConfig, DualShotDetector, FeatureCascade, head_map_count
-from detectors.backbones import build_backbone, load_pretrained
-from detectors.config import DataSource
 from detectors.data.loader import (
     DetectionBatch, FaceDetectionDataset, build_dataloader, prepare_batch, set_epoch,
 )
+from detectors.data.sources import DataSource, load_samples, split_images
 from detectors.data.wider import FaceSample
-from detectors.heads import DetectionHeads
-from detectors.losses import DRMCLoss
-from detectors.train import load_samples, split_images
-from genotypes.schema import ConcatMode, FPNPathway, Genotype, GenotypeMeta
+from detectors.models.anchors import AnchorGenerator
+from detectors.models.asfd import ASFDConfig, DualShotDetector, FeatureCascade, head_map_count
+from detectors.models.backbones import build_backbone, load_pretrained
+from detectors.models.heads import DetectionHeads
+from detectors.models.losses import DRMCLoss
+from genotypes.schema import ConcatMode, Genotype, GenotypeMeta
 from nas_search.runtime import (
     ConfigError, apply_overrides, dataclass_from_dict, read_config_file, world_size,
 )
@@ -55,6 +54,7 @@ from nas_search.supernet import Supernet
 from search_spaces.baselines import build_feature_module
 from search_spaces.cpm import AutoFEMCPMSearch
 from search_spaces.fpn import AutoFEMFPNSearch
+from search_spaces.schemas import FPN_KEY, FPNPathway
 
 SearchTarget = Literal["fpn", "cpm"]
 
@@ -70,7 +70,7 @@ class FaceSearchConfig:
     search strategy (:mod:`nas_search.strategies`); the FPN is searched by ``pcdarts``.
     ``arch_fraction`` is the share of the images held out for the architecture steps;
     ``max_images`` caps the images read (after the split of ``DataSource``), for quick runs.
-    ``loss`` holds keyword arguments of :class:`~detectors.losses.DRMCLoss` (``margin``,
+    ``loss`` holds keyword arguments of :class:`~detectors.models.losses.DRMCLoss` (``margin``,
     ``lambda1``, ``lambda2``...; its defaults when absent).
     """
 
@@ -135,8 +135,8 @@ def search_file_from_dict(data: dict[str, Any], source: str = "search config") -
                       dataclass_from_dict(SearchConfig, data.get("search") or {}, "search", source))
 
 
-#: Sections of the search-then-retrain configs (:mod:`detectors.pipeline`) that a search skips,
-#: so that ``asfd search --config configs/demo.yaml`` searches what the demo searches.
+#: Sections of the search-then-retrain configs (:mod:`detectors.workflows.pipeline`) that a
+#: search skips, so that ``asfd search --config configs/demo.yaml`` searches what the demo searches.
 PIPELINE_SECTIONS: frozenset[str] = frozenset({"train", "compare", "demo", "tune", "budgets"})
 
 
@@ -185,7 +185,7 @@ class FaceSearchSupernet(Supernet, DualShotDetector):
         note = (f"searched in a dual-shot {c.backbone} detector, {c.channels} channels, "
                 f"{c.image_size} px" + (f", base FPN {c.base_fpn}" if c.target == "cpm" else ""))
         if c.target == "fpn":
-            return Genotype(fpn=self.search_module.derive(), meta=GenotypeMeta(
+            return Genotype(sections={FPN_KEY: self.search_module.derive()}, meta=GenotypeMeta(
                 search_space="autofem_fpn", op_set=self.search_module.op_set,
                 mode=self.search_module.strategy.name,
                 partial_channels_k=c.k, note=note))

@@ -2,10 +2,11 @@
 voting, batched folder detection, and the output files (JSON, WIDER txt, picture).
 
 Single-scale post-processing (paper Sec. 4.1), per image, on the second shot only: softmax face
-scores, SSD-decoded boxes (:func:`detectors.box_ops.decode`), the 5000 best, those scoring above
-``score_threshold`` (0.05 for evaluation as in the WIDER protocol's practice, 0.5 for pictures),
+scores, SSD-decoded boxes (:func:`detectors.models.box_ops.decode`), the 5000 best, those scoring
+above ``score_threshold`` (0.05 for evaluation as in the WIDER protocol's practice, 0.5 for pictures),
 greedy NMS at IoU 0.3, at most 750 kept. Taking the top 5000 before or after the threshold gives
-the same set; we take it first, which is also what the ONNX graph does (:mod:`detectors.export`).
+the same set; we take it first, which is also what the ONNX graph does
+(:mod:`detectors.engine.export`).
 
 Multi-scale test (DSFD/SFD's "multi-scale" results, our reading): the image is run at every
 scale of :attr:`MultiScaleTest.scales`, and mirrored when ``flip``; each pass is post-processed
@@ -32,13 +33,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
-import detectors.reference_detectors  # noqa: F401  (registers their model architecture)
-from detectors.asfd import load_model
-from detectors.box_ops import box_iou, decode, nms
+import detectors.models.reference_detectors  # noqa: F401  (registers their model architecture)
 from detectors.data.image import load_image, read_image_size, to_rgb8, to_tensor
 from detectors.data.wider import IMAGE_EXTENSIONS, image_key, read_image_list
 from detectors.evaluation.wider_eval import write_wider_predictions
-from detectors.heads import ShotOutput
+from detectors.models.asfd import load_model
+from detectors.models.box_ops import box_iou, decode, nms
+from detectors.models.heads import ShotOutput
 
 ImageInput = np.ndarray | Image.Image | str | Path
 
@@ -205,7 +206,7 @@ def image_size(image: ImageInput) -> tuple[int, int]:
 class DetectorBase:
     """Test-time recipe around a network's raw outputs: resizing, batching, post-processing,
     multi-scale test. Subclasses provide :meth:`raw` (PyTorch: :class:`Detector`; onnxruntime:
-    :class:`detectors.export.OnnxDetector`). Before the network every image is resized by
+    :class:`detectors.engine.export.OnnxDetector`). Before the network every image is resized by
     ``scale`` (1.0: the original size, the paper's single-scale protocol; e.g. 1024 / 416 puts
     images that were downscaled from WIDER's 1024 px back at WIDER's face sizes), then shrunk
     further if its longer side would exceed ``max_size`` (optional); boxes are mapped back to
@@ -317,7 +318,8 @@ class DetectorBase:
 
 
 class Detector(DetectorBase):
-    """A PyTorch detector (any model returning a :class:`~detectors.heads.DetectorOutput`)."""
+    """A PyTorch detector (any model returning a
+    :class:`~detectors.models.heads.DetectorOutput`)."""
 
     def __init__(self, model: nn.Module, postprocess: PostProcess = PostProcess(),
                  max_size: int | None = None, device: str | torch.device = "cpu",
@@ -328,7 +330,7 @@ class Detector(DetectorBase):
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Detector:
-        """A detector from any model file :func:`~detectors.asfd.load_model` reads."""
+        """A detector from any model file :func:`~detectors.models.asfd.load_model` reads."""
         return cls(load_model(path), **kwargs)
 
     @torch.inference_mode()

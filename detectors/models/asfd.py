@@ -1,8 +1,8 @@
 """The dual-shot detector (Sec. 3.1, Fig. 2), the ASFD D0-D6 family (Sec. 3.4, Table 1) and
 the model files of every detector.
 
-Pipeline: backbone -> ``[C2..C5]`` -> :class:`~detectors.backbones.ExtraLevels` ``[C6, C7]`` ->
-lateral 1x1 conv + BN + ReLU to ``W`` channels = the *first-shot* pyramid; a feature module
+Pipeline: backbone -> ``[C2..C5]`` -> :class:`~detectors.models.backbones.ExtraLevels`
+``[C6, C7]`` -> lateral 1x1 conv + BN + ReLU to ``W`` channels = the *first-shot* pyramid; a feature module
 (AutoFEM: AutoFEM-FPN then AutoFEM-CPM, from a genotype) maps it to the *second-shot* pyramid;
 the same heads run on both shots, the first with anchors half the size (DSFD's progressive
 anchors). Inference uses the second shot only. The first shot covers only the levels the
@@ -27,12 +27,12 @@ import torch
 from torch import Tensor, nn
 
 import search_spaces.cpm  # noqa: F401  (registers autofem_cpm)
-from detectors.anchors import AnchorGenerator, Shot
-from detectors.backbones import Backbone, ExtraLevels, build_backbone
-from detectors.heads import DetectionHeads, DetectorOutput, HeadConv, HeadNorm, ShotOutput
+from detectors.models.anchors import AnchorGenerator, Shot
+from detectors.models.backbones import Backbone, ExtraLevels, build_backbone
+from detectors.models.heads import DetectionHeads, DetectorOutput, HeadConv, HeadNorm, ShotOutput
 from genotypes.io import genotype_from_dict, genotype_to_dict, load_genotype
+from genotypes.schema import Genotype
 from genotypes.validate import NO_LIMITS
-from genotypes.schema import LEVELS, Genotype
 from nas_search.registry import Registry, list_ops
 from nas_search.runtime import (
     dataclass_from_dict, load_checkpoint, replace_fields, save_checkpoint,
@@ -40,6 +40,7 @@ from nas_search.runtime import (
 from search_spaces.baselines import build_feature_module
 from search_spaces.fpn import FuseKind  # (and registers autofem_fpn)
 from search_spaces.ops import ConvBNAct, upsample_to
+from search_spaces.schemas import LEVELS
 
 #: Feature modules built from a genotype (they receive ``genotype=``); the others only need
 #: ``channels``.
@@ -146,7 +147,7 @@ class ASFDConfig:
     for no enhancement). They transform the ``enhanced_levels``, the coarsest levels of the
     pyramid; the finer ones reach the second shot unchanged. ``dual_shot=False`` gives a
     single-shot (RetinaFace-style) detector. ``head_norm`` and ``cls_prior`` are the heads'
-    per-map BatchNorm and prior-probability initialisation (:mod:`detectors.heads`);
+    per-map BatchNorm and prior-probability initialisation (:mod:`detectors.models.heads`);
     ``passthrough_topdown`` feeds the levels outside ``enhanced_levels`` a top-down path
     (:meth:`DualShotDetector.passthrough_levels`); ``fpn_fuse`` is the kind of ``F_c`` of an
     ``autofem_fpn`` module (:data:`search_spaces.fpn.FUSE_BLOCKS`).
@@ -426,7 +427,7 @@ def save_model(model: nn.Module, path: str | Path, extra: dict[str, Any] | None 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the detector saved by :func:`save_model` (or an older version of it), load its
     weights, move it to ``map_location``. Reference detectors need
-    :mod:`detectors.reference_detectors` imported (it registers them)."""
+    :mod:`detectors.models.reference_detectors` imported (it registers them)."""
     path = Path(path)
     ckpt = load_checkpoint(path, "model file")
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None

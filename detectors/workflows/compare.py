@@ -2,7 +2,7 @@
 
 Every *arm* (search mode, cell output, intermediate nodes) runs the same protocol:
 
-1. a short search with the same :class:`~detectors.search_task.FaceSearchConfig` and
+1. a short search with the same :class:`~detectors.workflows.search_task.FaceSearchConfig` and
    :class:`~nas_search.search.SearchConfig` (only mode, concat and nodes change);
 2. cost probe on the searched supernet: peak activation memory and wall time of one search
    step (a forward + backward pass on a weight batch, Gumbel sampling on; an architecture step
@@ -10,11 +10,11 @@ Every *arm* (search mode, cell output, intermediate nodes) runs the same protoco
    (:class:`~nas_search.runtime.ActivationMeter`): on CPU the bytes autograd saves for the
    backward pass, on CUDA the peak allocated above the memory held before the step.
 3. derivation into the same ASFD variant (D0 by default) and retraining with the same
-   training config (:mod:`detectors.train`);
+   training config (:mod:`detectors.engine.trainer`);
 4. WIDER Easy/Medium/Hard AP on held-out images.
 
 Held-out images (the paper evaluates on WIDER val, disjoint from its search and training data):
-the data folder is split once by :func:`detectors.train.split_images` with
+the data folder is split once by :func:`detectors.data.sources.split_images` with
 ``holdout_fraction``; the ``val`` part is only evaluated, the ``train`` part is searched
 (split again into weight / architecture images by the task) and retrained on.
 
@@ -38,13 +38,13 @@ from typing import Any
 
 import torch
 
-from detectors.asfd import Variant
-from detectors.macs import count_parameters
-from detectors.pipeline import (
+from detectors.engine.macs import count_parameters
+from detectors.engine.reporting import TrainEvent
+from detectors.models.asfd import Variant
+from detectors.workflows.pipeline import (
     PipelineConfig, held_out_split, retrain, retrain_config, run_search,
 )
-from detectors.search_task import FaceSearchSupernet, FaceSearchTask
-from detectors.train import TrainEvent
+from detectors.workflows.search_task import FaceSearchSupernet, FaceSearchTask
 from genotypes.schema import CONCAT_MODES, ConcatMode, Genotype
 from nas_search.runtime import ActivationMeter, ConfigError
 from nas_search.search import CHECKPOINT_FILE

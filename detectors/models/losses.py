@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detectors.models.box_ops import VARIANCES, decode, encode
+from detectors.models.heads import DetectorOutput, ShotOutput
+from detectors.models.matching import match_batch
 from nas_search.registry import Registry
-from detectors.box_ops import VARIANCES, decode, encode
-from detectors.heads import DetectorOutput, ShotOutput
-from detectors.matching import match_batch
 from nas_search.runtime import ConfigError
 
 RegressionLoss = Literal["diou", "smooth_l1"]
@@ -193,7 +193,7 @@ register_loss = LOSSES.register
 
 def build_loss(name: str, **kwargs) -> DualShotLoss:
     """The loss registered as ``name`` with keyword arguments ``kwargs`` (``loss.params``);
-    unknown ones are a :class:`~detectors.config.ConfigError` listing the known ones."""
+    unknown ones are a :class:`~detectors.engine.config.ConfigError` listing the known ones."""
     known = inspect.signature(LOSSES[name]).parameters
     unknown = sorted(set(kwargs) - set(known))
     if unknown:

@@ -25,36 +25,12 @@ from typing import Any, Literal
 
 import yaml
 
+from detectors.data.sources import DataSource
 from nas_search.runtime import (
     ConfigError, apply_overrides, dataclass_from_dict, read_config_file,
 )
 
-Subset = Literal["all", "train", "val"]
 OptimizerName = Literal["sgd", "adamw"]
-
-
-@dataclass
-class DataSource:
-    """One WIDER-format folder: ``images/<event>/<name>.jpg`` + one ``*_bbx_gt.txt``, or the
-    official WIDER FACE layout (``WIDER_<split>/images``, ``wider_face_split/``), then
-    ``wider_split`` (``train`` / ``val``) says which split.
-
-    ``images`` is an optional list file (one relative image path per line, ``#`` comments)
-    restricting the folder to those images. ``subset`` then splits what remains into a
-    deterministic train/val partition (:func:`detectors.train.split_images`): within each event,
-    images sorted by name, every ``1/val_fraction``-th one (evenly spaced) is ``val``, the others
-    ``train``. Use the same ``val_fraction`` on the train and val side to hold out part of a folder.
-
-    ``ground_truth``: the folder of the official evaluation ``.mat`` files (``eval_tools``'
-    ``ground_truth/``) when it is not ``<dir>/ground_truth`` or ``<dir>``; evaluation only.
-    """
-
-    dir: str
-    wider_split: Literal["train", "val"] | None = None
-    images: str | None = None
-    subset: Subset = "all"
-    val_fraction: float = 0.5
-    ground_truth: str | None = None
 
 
 @dataclass
@@ -124,9 +100,9 @@ class ScheduleConfig:
 
 @dataclass
 class LossConfig:
-    """``name`` in ``detectors.losses.LOSSES``; ``params`` its keyword arguments (DRMC: ``margin``
-    m, ``lambda1``, ``lambda2``, ``iou_threshold`` of the anchor matching; the paper gives no
-    values, :mod:`detectors.losses` documents ours)."""
+    """``name`` in ``detectors.models.losses.LOSSES``; ``params`` its keyword arguments (DRMC:
+    ``margin`` m, ``lambda1``, ``lambda2``, ``iou_threshold`` of the anchor matching; the paper
+    gives no values, :mod:`detectors.models.losses` documents ours)."""
 
     name: str = "drmc"
     params: dict[str, Any] = field(default_factory=dict)
@@ -135,9 +111,9 @@ class LossConfig:
 @dataclass
 class EvalConfig:
     """AP on ``data.val`` every ``every`` epochs (0: only at the end) with
-    :class:`detectors.inference.Detector`; images are resized by ``scale`` (1.0: original size,
-    the paper's single-scale protocol), and those whose longer side then exceeds ``max_size``
-    are shrunk to it."""
+    :class:`detectors.engine.inference.Detector`; images are resized by ``scale`` (1.0: original
+    size, the paper's single-scale protocol), and those whose longer side then exceeds
+    ``max_size`` are shrunk to it."""
 
     every: int = 5
     score_threshold: float = 0.05

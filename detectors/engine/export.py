@@ -12,15 +12,15 @@ onnxscript translation there):
   input size; they are computed *inside the graph* from the feature-map shapes (the anchor
   generators use ``arange`` over the traced map sizes), so one file serves every size.
   Decoding and NMS then run in the caller; :class:`OnnxDetector` does it exactly like
-  :class:`~detectors.inference.Detector`.
+  :class:`~detectors.engine.inference.Detector`.
 * ``with_postprocess=True``: the paper's post-processing (Sec. 4.1; :class:`PostProcess`)
   inside the graph, output ``detections [K, 6]`` rows ``(batch index, x1, y1, x2, y2, score)``,
   each image's rows by decreasing score. Per image: face scores, the ``pre_nms_top_k`` best
   among the scores above ``score_threshold`` (ONNX ``TopK``; the floor comes first, so a batch
   with few candidates sorts and decodes only those), decoding of those boxes only, then
   ``NonMaxSuppression`` at ``nms_iou`` keeping ``post_nms_top_k``. The set is that of
-  :func:`detectors.inference.select`, which takes the top k before the floor; both suppress at
-  IoU ``>`` the threshold and keep scores ``>`` it. The settings are stored in the file's
+  :func:`detectors.engine.inference.select`, which takes the top k before the floor; both
+  suppress at IoU ``>`` the threshold and keep scores ``>`` it. The settings are stored in the file's
   metadata (``asfd_postprocess``), so :class:`OnnxDetector` runs such a file too.
 * BatchNorm: the exporter folds every BatchNorm into the conv before it (eval mode), so the
   graph holds no ``BatchNormalization`` node; the heads' per-map norms become per-map conv
@@ -45,12 +45,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from detectors.box_ops import decode, nms
 from detectors.data.image import load_image, to_tensor
-from detectors.heads import ShotOutput
-from detectors.inference import (
+from detectors.engine.inference import (
     MAX_INPUT_PIXELS, DetectorBase, Detections, PostProcess, decode_shot, face_scores,
 )
+from detectors.models.box_ops import decode, nms
+from detectors.models.heads import ShotOutput
 
 OPSET = 17
 RAW_OUTPUTS: tuple[str, ...] = ("cls", "reg", "anchors")
@@ -66,7 +66,7 @@ def _const(g, values, dtype) -> object:
 def candidate_count(scores: Tensor, cfg: PostProcess) -> int:
     """How many anchors of each image enter NMS: the ``pre_nms_top_k`` best among those above
     the score floor (``score_threshold``), as many for every image of the batch (the most any
-    image has). Taking the top k after the floor keeps :func:`~detectors.inference.select`'s
+    image has). Taking the top k after the floor keeps :func:`~detectors.engine.inference.select`'s
     set; the floor only shrinks the top-k and the decoding on images with few candidates."""
     return min(cfg.pre_nms_top_k, int((scores > cfg.score_threshold).sum(1).max()))
 
@@ -368,7 +368,7 @@ def graph_postprocess(session, path: str | Path) -> PostProcess:
 
 class OnnxDetector(DetectorBase):
     """An exported graph run by onnxruntime, with the same preprocessing and multi-scale test as
-    :class:`~detectors.inference.Detector`. A raw export is decoded and post-processed like
+    :class:`~detectors.engine.inference.Detector`. A raw export is decoded and post-processed like
     PyTorch's outputs; an export with post-processing applies the settings it was exported
     with, and a ``postprocess.score_threshold`` above the graph's drops more detections (one
     below it is a ValueError: the graph has already dropped those)."""

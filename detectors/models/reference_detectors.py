@@ -9,13 +9,13 @@ Differences from the original, all from reusing the shared FPN: a 3x3 merge conv
 level, ReLU instead of LeakyReLU after the merges, bilinear instead of nearest up-sampling (sizes
 against the original's: README, "Data, training, inference, evaluation, export").
 
-``dsfd_like``: the dual-shot framework of :mod:`detectors.asfd` with DSFD's FEM (``fem_fpn``
+``dsfd_like``: the dual-shot framework of :mod:`detectors.models.asfd` with DSFD's FEM (``fem_fpn``
 then ``fem_cpm``) in place of AutoFEM; by default on D0's backbone, width and heads, so that it
 compares with ASFD-D0 module for module (Table 2's setting); ``backbone``, ``width`` and
-``head_depth`` are options. It is an :class:`~detectors.asfd.ASFD` and saves like one.
+``head_depth`` are options. It is an :class:`~detectors.models.asfd.ASFD` and saves like one.
 
-Both are registered in :data:`REFERENCE_DETECTORS`; :func:`detectors.asfd.save_model` and
-:func:`~detectors.asfd.load_model` save and load them (the RetinaFace-style one is the model
+Both are registered in :data:`REFERENCE_DETECTORS`; :func:`detectors.models.asfd.save_model` and
+:func:`~detectors.models.asfd.load_model` save and load them (the RetinaFace-style one is the model
 architecture ``retinaface``).
 """
 from __future__ import annotations
@@ -28,15 +28,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from detectors.anchors import AnchorGenerator, Shot
-from detectors.asfd import ASFD, MODEL_ARCHS, ModelArch, asfd_config, build_feature_cascade
-from detectors.backbones import build_backbone
-from detectors.heads import DetectorOutput, ShotOutput
-from genotypes.schema import LEVELS
+from detectors.models.anchors import AnchorGenerator, Shot
+from detectors.models.asfd import ASFD, MODEL_ARCHS, ModelArch, asfd_config, build_feature_cascade
+from detectors.models.backbones import build_backbone
+from detectors.models.heads import DetectorOutput, ShotOutput
 from nas_search.registry import Registry
 from nas_search.runtime import dataclass_from_dict, replace_fields
 from search_spaces.baselines import PerLevel, register_feature_module
 from search_spaces.ops import ConvBNAct
+from search_spaces.schemas import LEVELS
 
 LeakyReLU = partial(nn.LeakyReLU, 0.1)
 RETINAFACE_LEVELS: tuple[str, ...] = ("P3", "P4", "P5")

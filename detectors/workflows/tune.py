@@ -3,10 +3,10 @@
 The paper gives no values for m, lambda1 and lambda2 (Sec. 3.3); this tunes them, with the
 base learning rate, for one ASFD variant and genotype. Each trial trains with the ``train``
 recipe of the config on the training part of a folder and scores the chosen WIDER setting's AP
-on its held-out part (:func:`detectors.pipeline.retrain_config`).
+on its held-out part (:func:`detectors.workflows.pipeline.retrain_config`).
 
-* Search space (our choice, around :class:`detectors.losses.DRMCLoss`' defaults 0.2 / 2 / 1 and
-  the paper's lr 0.015): m uniform, lambda1 log-uniform, lambda2 uniform, lr log-uniform, each
+* Search space (our choice, around :class:`detectors.models.losses.DRMCLoss`' defaults 0.2 / 2 /
+  1 and the paper's lr 0.015): m uniform, lambda1 log-uniform, lambda2 uniform, lr log-uniform, each
   over the ``[low, high]`` range of :class:`TuneSettings`.
 * Pruning: every evaluation during training (``train.eval.every`` epochs) reports the AP at its
   epoch; Optuna's :class:`~optuna.pruners.MedianPruner` stops trials below the median of earlier
@@ -26,9 +26,10 @@ from typing import Literal
 
 import optuna
 
-from detectors.asfd import Variant
-from detectors.pipeline import PipelineConfig, retrain_config
-from detectors.train import TrainEvent, train
+from detectors.engine.reporting import TrainEvent
+from detectors.engine.trainer import train
+from detectors.models.asfd import Variant
+from detectors.workflows.pipeline import PipelineConfig, retrain_config
 from nas_search.runtime import NonFiniteLossError
 
 Objective = Literal["easy", "medium", "hard"]

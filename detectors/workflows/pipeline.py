@@ -1,51 +1,49 @@
 """The end-to-end steps behind ``asfd search / derive / compare / tune / demo``.
 
-search (AutoFEM supernet, :mod:`detectors.search_task`) -> genotype -> derive (a fixed ASFD
-network, :func:`detectors.asfd.build_asfd`) -> retrain (:func:`detectors.train.train`) ->
-evaluate (WIDER Easy/Medium/Hard AP). Each step is a function of dataclass configs and paths so
-that the CLI, the comparison and the tuner compose the same code.
+search (AutoFEM supernet, :mod:`detectors.workflows.search_task`) -> genotype -> derive (a
+fixed ASFD network, :func:`detectors.models.asfd.build_asfd`) -> retrain
+(:func:`detectors.engine.trainer.train`) -> evaluate (WIDER Easy/Medium/Hard AP). Each step is a
+function of dataclass configs and paths so that the CLI, the comparison, the tuner and the demo
+compose the same code.
 
-Multi-process search: :func:`spawn_gloo` starts ``nproc`` local workers joined in a gloo
-process group (gloo on CPU and GPU alike: the engine's collectives include CPU scalars, which
-NCCL rejects); ``torchrun`` launches are joined by :func:`init_from_env`. The engine keeps the
-ranks identical (broadcast initial state, averaged gradients, one Gumbel stream).
+A search with ``nproc > 1`` runs in local gloo workers
+(:func:`detectors.engine.distributed.spawn_gloo`); the engine keeps the ranks identical
+(broadcast initial state, averaged gradients, one Gumbel stream).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import os
-import socket
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
 
-from detectors.asfd import (
-    ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, autofem_modules, build_asfd, save_model,
-)
-from detectors.config import DataSource, TrainConfig, config_from_dict
+from detectors.data.sources import DataSource
 from detectors.data.synthetic import ANNOTATION_FILE, make_synthetic
-from detectors.macs import Profile, profile_model
-from detectors.search_task import FaceSearchTask, SearchFile, search_file_from_dict
-from detectors.train import STATE_FILE, TrainEvent, TrainResult, train
+from detectors.engine.checkpoint import STATE_FILE
+from detectors.engine.config import TrainConfig, config_from_dict
+from detectors.engine.distributed import spawn_gloo
+from detectors.engine.reporting import TrainEvent
+from detectors.engine.trainer import TrainResult, train
+from detectors.models.asfd import (
+    ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, autofem_modules, build_asfd,
+)
+from detectors.workflows.search_task import FaceSearchTask, SearchFile, search_file_from_dict
 from genotypes.io import load_genotype
-from genotypes.validate import NO_LIMITS
 from genotypes.schema import Genotype
+from genotypes.validate import NO_LIMITS
 from nas_search.registry import list_ops
 from nas_search.runtime import (
-    ConfigError, DistContext, apply_overrides, cpu_threads, dataclass_from_dict, load_yaml, rank,
+    ConfigError, DistContext, apply_overrides, dataclass_from_dict, load_yaml, rank,
     read_config_file, refuse_changes, resolve_device,
 )
-from nas_search.search import CHECKPOINT_FILE, GENOTYPE_FILE, HISTORY_FILE, ProgressFn, search
+from nas_search.search import GENOTYPE_FILE, HISTORY_FILE, ProgressFn, search
 from nas_search.supernet import Supernet
+from search_spaces.schemas import fpn_of
 
 SEARCH_CONFIG_FILE = "search_config.yaml"
 #: Settings a resumed search may change: they do not change what is computed.
@@ -63,58 +61,6 @@ def synthetic_dataset(out_dir: str | Path, n_images: int = 32, size: tuple[int, 
     if not (out_dir / ANNOTATION_FILE).is_file():
         make_synthetic(out_dir, n_images, seed=seed, size=size)
     return out_dir
-
-
-# ----------------------------------------------------------------------------- distributed
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gloo_worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(cpu_threads(0, DistContext(rank, world)))
-    try:
-        fn(*args)
-    finally:
-        dist.destroy_process_group()
-
-
-class WorkerError(RuntimeError):
-    """A spawned worker process raised (the message ends with its traceback) or died."""
-
-
-def spawn_gloo(fn: Callable[..., Any], nproc: int, *args: Any) -> None:
-    """Run ``fn(*args)`` in ``nproc`` spawned processes joined in a local gloo process group.
-
-    ``fn`` and ``args`` must be picklable (a module-level function); an exception in any worker,
-    or its death, is a :class:`WorkerError` here (the other workers are stopped).
-    """
-    if nproc < 1:
-        raise ValueError(f"nproc must be >= 1, got {nproc}")
-    try:
-        mp.spawn(_gloo_worker, args=(nproc, _free_port(), fn, args), nprocs=nproc, join=True)
-    except mp.ProcessExitedException as exc:
-        raise WorkerError(f"worker {exc}; its run keeps the last checkpoint written") from None
-    except mp.ProcessRaisedException as exc:
-        raise WorkerError(f"worker process {exc.error_index} failed: {str(exc).strip()}") \
-            from None
-
-
-@contextlib.contextmanager
-def init_from_env() -> Iterator[int]:
-    """Join the gloo process group described by ``torchrun``'s environment (``WORLD_SIZE`` > 1)
-    for the duration of the block; yields this process's rank (0 without torchrun)."""
-    if not DistContext.current().enabled or dist.is_initialized():
-        yield rank()
-        return
-    dist.init_process_group("gloo")
-    try:
-        yield rank()
-    finally:
-        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- search
@@ -180,7 +126,7 @@ def search_settings(spec: SearchFile, data: DataSource) -> str:
 def check_search_resume(spec: SearchFile, data: DataSource, run_dir: str | Path) -> None:
     """Refuse to resume the search in ``run_dir`` with other settings (data folder, task,
     schedule) than its ``search_config.yaml`` records, but for :data:`SEARCH_RESUME_FREE`: a
-    :class:`~detectors.config.ConfigError` naming the changed keys."""
+    :class:`~detectors.engine.config.ConfigError` naming the changed keys."""
     path = Path(run_dir) / SEARCH_CONFIG_FILE
     if path.is_file():
         refuse_changes(load_yaml(path.read_text(encoding="utf-8"), str(path)),
@@ -225,7 +171,7 @@ def feature_modules_for(variant: Variant, genotype: Genotype) -> tuple[str, ...]
     e.g. D3 of a CPM search gets AutoFEM-CPM. A variant whose cascade lacks every searched part
     (D0-D2 build the CPM alone) runs the searched parts of a full AutoFEM layer on its levels.
     """
-    has = {"autofem_fpn": genotype.fpn is not None, "autofem_cpm": bool(genotype.cells)}
+    has = {"autofem_fpn": fpn_of(genotype) is not None, "autofem_cpm": bool(genotype.cells)}
     cascade = asfd_config(variant).feature_modules
     kept = tuple(m for m in cascade if m not in GENOTYPE_FEATURE_MODULES or has[m])
     if any(m in GENOTYPE_FEATURE_MODULES for m in kept):
@@ -234,7 +180,7 @@ def feature_modules_for(variant: Variant, genotype: Genotype) -> tuple[str, ...]
 
 
 def feature_overrides(variant: Variant, genotype: Genotype) -> dict[str, tuple[str, ...]]:
-    """:class:`~detectors.asfd.ASFDConfig` fields that build ``variant`` from ``genotype``:
+    """:class:`~detectors.models.asfd.ASFDConfig` fields that build ``variant`` from ``genotype``:
     none when the variant's own cascade applies, else :func:`feature_modules_for` (on the
     variant's own levels)."""
     modules = feature_modules_for(variant, genotype)
@@ -266,8 +212,8 @@ SettingsT = TypeVar("SettingsT")
 @dataclass
 class PipelineConfig(Generic[SettingsT]):
     """A search-then-retrain config file: the search file's ``task`` and ``search`` sections,
-    ``train`` (a :class:`detectors.config.TrainConfig` mapping whose ``model`` and ``data`` the
-    pipeline fills) and one command-specific section (``settings``)."""
+    ``train`` (a :class:`detectors.engine.config.TrainConfig` mapping whose ``model`` and
+    ``data`` the pipeline fills) and one command-specific section (``settings``)."""
 
     search: SearchFile
     train: dict[str, Any]
@@ -303,7 +249,7 @@ def load_pipeline_config(path: str | Path | None, settings_type: type[SettingsT]
 
 # ----------------------------------------------------------------------------- retrain
 def held_out_split(data_dir: str | Path, holdout_fraction: float) -> tuple[DataSource, DataSource]:
-    """``(train, held-out)`` sources of one folder (:func:`detectors.train.split_images`)."""
+    """``(train, held-out)`` sources of one folder (:func:`detectors.data.sources.split_images`)."""
     return (DataSource(str(data_dir), subset="train", val_fraction=holdout_fraction),
             DataSource(str(data_dir), subset="val", val_fraction=holdout_fraction))
 
@@ -333,59 +279,3 @@ def retrain(config: TrainConfig, out_dir: str | Path,
     ``config.data.val``; the AP is in ``result.progress.metrics``."""
     return train(config, out_dir, resume=(Path(out_dir) / STATE_FILE).is_file(),
                  callback=callback)
-
-
-# ----------------------------------------------------------------------------- demo
-@dataclass
-class DemoSettings:
-    """``demo`` section: held-out share, ASFD variant, and the synthetic set made when no data
-    folder is given (``synthetic_size`` is width, height)."""
-
-    holdout_fraction: float = 0.25
-    variant: Variant = "D0"
-    synthetic_images: int = 48
-    synthetic_size: list[int] = dataclasses.field(default_factory=lambda: [320, 240])
-
-
-@dataclass
-class DemoResult:
-    """Where everything of a demo run is; ``synthetic``: AP is a smoke test, not a figure."""
-
-    data_dir: Path
-    synthetic: bool
-    search: SearchArtifacts
-    untrained_model: Path
-    profile: Profile
-    train_dir: Path
-    metrics: dict[str, float]
-
-
-def run_demo(config: PipelineConfig[DemoSettings], out_dir: str | Path,
-             data_dir: str | Path | None = None,
-             search_progress: Callable[[int], ProgressFn] | None = None,
-             train_callback: Callable[[TrainEvent], None] | None = None) -> DemoResult:
-    """The whole method on a small budget: (synthetic data,) an AutoFEM-CPM search, the derived
-    ASFD network, a short retraining and its held-out AP. Rerunning resumes what is unfinished.
-
-    ``search_progress(total_steps)`` returns the search's progress callback."""
-    out_dir = Path(out_dir)
-    settings = config.settings
-    synthetic = data_dir is None
-    if synthetic:
-        width, height = settings.synthetic_size
-        data_dir = synthetic_dataset(out_dir / "data", settings.synthetic_images, (width, height),
-                                     config.search.search.seed)
-    fit, _ = held_out_split(data_dir, settings.holdout_fraction)
-    search_dir = out_dir / "search"
-    progress = None if search_progress is None else search_progress(
-        search_steps(config.search, fit))
-    artifacts = run_search(config.search, fit, search_dir,
-                           resume=(search_dir / CHECKPOINT_FILE).is_file(), progress=progress)
-    model = derive_detector(artifacts.genotype, settings.variant)
-    untrained = save_model(model, out_dir / "model_untrained.pt",
-                           extra={"derived_from": str(artifacts.genotype_path)})
-    train_config = retrain_config(config.train, artifacts.genotype_path, settings.variant,
-                                  data_dir, settings.holdout_fraction)
-    result = retrain(train_config, out_dir / "train", train_callback)
-    return DemoResult(Path(data_dir), synthetic, artifacts, untrained, profile_model(model),
-                      out_dir / "train", result.progress.metrics)

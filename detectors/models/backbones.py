@@ -252,7 +252,7 @@ class ExtraLevels(nn.Module):
     ReLU`` on the level below: the 1x1 keeps the cost independent of the (possibly 2048-wide)
     C5, the stride-2 3x3 halves the size with ``ceil`` rounding like every backbone stage.
     The paper does not describe these layers; ``mid`` and ``out_channels`` are calibrated
-    against Table 5 in :mod:`detectors.asfd`.
+    against Table 5 in :mod:`detectors.models.asfd`.
     """
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int) -> None:

@@ -1,0 +1,127 @@
+"""A training run's folder: ``config.yaml``, the training state ``last.pt`` and the detector
+``model.pt`` (rank 0 writes; ``.pt`` files atomically), and the rules of resuming.
+
+``last.pt`` holds the model, optimizer and grad scaler states, the :class:`Progress` counters
+and the RNG states. A resumed run keeps the settings stored in it (a changed one is an error
+naming it, but for :data:`RESUME_FREE` and the :data:`RESUME_ALLOWABLE` ones the caller
+allows), and it is read with ``torch.load(weights_only=True)``: a crafted file cannot run code.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detectors.engine.config import TrainConfig
+from detectors.models.asfd import save_model
+from nas_search.runtime import (
+    NUMPY_ARRAY_GLOBALS, ConfigError, is_under, load_checkpoint, refuse_changes, rng_state,
+    save_checkpoint, set_rng_state,
+)
+
+STATE_FILE = "last.pt"
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.yaml"
+STATE_FORMAT = "asfd-train-state"
+#: Settings a resumed run may change freely: they do not change what is computed.
+RESUME_FREE: tuple[str, ...] = ("run.threads", "run.log_every", "run.checkpoint_every",
+                                "data.workers")
+#: Settings a resumed run may change when the user allows each (``--allow-change KEY``): the time
+#: budget, the number of epochs, and what and how it evaluates.
+RESUME_ALLOWABLE: tuple[str, ...] = ("run.max_minutes", "schedule.epochs", "eval", "data.val")
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in ``last.pt``. ``batch`` counts the batches of ``epoch``
+    already trained on."""
+
+    epoch: int = 0
+    batch: int = 0
+    iteration: int = 0
+    elapsed_s: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """What ``last.pt`` restores besides the counters: the objects whose state it holds."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+class RunFolder:
+    """The files of the run in ``out_dir`` for ``config``; only the main rank (``writes``)
+    writes them."""
+
+    def __init__(self, out_dir: str | Path, config: TrainConfig, writes: bool) -> None:
+        self.out_dir, self.config, self.writes = Path(out_dir), config, writes
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / STATE_FILE
+
+    def prepare(self, resume: bool) -> None:
+        """Refuse to start over an existing run or to resume none; create the folder and, for a
+        new run, write ``config.yaml``."""
+        if resume and not self.state_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {self.state_path} does not exist")
+        if not resume and self.state_path.is_file():
+            raise FileExistsError(f"{self.out_dir} already holds a run ({STATE_FILE}); pass "
+                                  "--resume to continue it or choose another output folder")
+        if self.writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                (self.out_dir / CONFIG_FILE).write_text(self.config.to_yaml())
+
+    def read_state(self, allow_changes: Collection[str],
+                   device: torch.device) -> dict[str, Any]:
+        """``last.pt``, read without running code (tensors, plain data and NumPy's RNG state
+        only), once the run's settings are checked: only :data:`RESUME_FREE` and the
+        ``allow_changes`` (among :data:`RESUME_ALLOWABLE`) may differ from the stored ones.
+        ``config.yaml`` then records the settings the run continues with."""
+        path = self.state_path
+        state = load_checkpoint(path, "training state", device, NUMPY_ARRAY_GLOBALS)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{path}: not an asfd training state")
+        refused = [key for key in allow_changes if not is_under(key, RESUME_ALLOWABLE)]
+        if refused:
+            raise ConfigError(f"--allow-change {', '.join(refused)}: a resumed run may change "
+                              f"only {', '.join(RESUME_ALLOWABLE)}")
+        refuse_changes(state["config"], self.config.to_dict(), str(path), RESUME_FREE,
+                       allow_changes, hint="; start a new run in another folder, or pass "
+                       f"--allow-change KEY for {', '.join(RESUME_ALLOWABLE)}")
+        if self.writes:
+            (self.out_dir / CONFIG_FILE).write_text(self.config.to_yaml())
+        return state
+
+    @staticmethod
+    def restore(state: dict[str, Any], into: TrainState) -> Progress:
+        """Load ``state`` (:meth:`read_state`) into ``into`` and the RNGs; its counters."""
+        into.model.load_state_dict(state["model"])
+        into.optimizer.load_state_dict(state["optimizer"])
+        into.scaler.load_state_dict(state["scaler"])
+        progress = Progress(**state["progress"])
+        set_rng_state(state["rng"])
+        return progress
+
+    def save(self, of: TrainState, progress: Progress) -> Path | None:
+        """Write ``last.pt`` and ``model.pt``; the state file's path (``None`` off the main
+        rank, which writes nothing)."""
+        if not self.writes:
+            return None
+        save_checkpoint({"format": STATE_FORMAT, "config": self.config.to_dict(),
+                         "model": of.model.state_dict(),
+                         "optimizer": of.optimizer.state_dict(),
+                         "scaler": of.scaler.state_dict(), "progress": vars(progress),
+                         "rng": rng_state()}, self.state_path)
+        save_model(of.model, self.out_dir / MODEL_FILE,
+                   extra={"epoch": progress.epoch, "iteration": progress.iteration,
+                          "metrics": progress.metrics})
+        return self.state_path
