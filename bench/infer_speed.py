@@ -1,11 +1,12 @@
 """Speed of the ASFD family and the RetinaFace-style baseline, side by side in one run.
 
-On the CPU (default: D0, D1 and the baseline), per model (untrained weights: speed does not depend on them):
+On the CPU (default: D0, D1 and the baseline), per model (untrained weights: speed does not
+depend on them):
 
 * latency: median wall-clock ms of the network's forward pass on one 640x480 image (Table 5's
   LAT, the paper's is on a GPU), with 1 and 2 intra-op threads, in PyTorch (eval mode,
-  ``inference_mode``) and in onnxruntime (the raw export of :mod:`detectors.engine.export`, anchors
-  included). Decoding and NMS are left out: their cost depends on how many boxes a *trained*
+  ``inference_mode``) and in onnxruntime (the raw export of :mod:`detectors.engine.export`,
+  anchors included). Decoding and NMS are left out: their cost depends on how many boxes a *trained*
   model scores above the threshold, not on the architecture.
 * training throughput: images/s of full SGD steps (forward, the model's loss with matching and
   hard negative mining, backward, update) at 640x640, batch 2, with the largest thread count.
@@ -14,22 +15,11 @@ With ``--device cuda`` (default: D0-D6 and the baseline), per model: the median 
 latency at 640x480, batch 1, in fp32 and under fp16 autocast (NHWC, ``torch.cuda.synchronize``
 around each pass), beside Table 5's LAT column (the paper does not name its GPU).
 
-Run: ``PYTHONPATH=. python bench/infer_speed.py [--device cuda] [--json out.json]``; on a shared machine pin
-the cores (``taskset -c 0,1``) and close other work, the medians are only as quiet as the box.
+Run: ``PYTHONPATH=. python bench/infer_speed.py [--device cuda] [--json out.json]``; on a shared
+machine pin the cores (``taskset -c 0,1``) and close other work: the medians are only as quiet
+as the box.
 
-Measured 2026-11-28 (``taskset -c 0,1`` on this project's 2-core machine, torch 2.13; ms at
-640x480 for 1 / 2 threads, training img/s at 640x640 batch 2 with 2 threads):
-
-==================  ======  =====  ===============  ==============  ===========
-model               params  MACs   PyTorch 1T / 2T  ORT 1T / 2T     train img/s
-==================  ======  =====  ===============  ==============  ===========
-ASFD-D0             0.58 M  0.80G  121 / 52         27.9 / 18.5     2.46
-ASFD-D1             3.71 M  4.26G  199 / 231        115 / 75.8      1.04
-RetinaFace-style    0.46 M  0.74G  34.9 / 31.5      19.6 / 10.2     8.75
-==================  ======  =====  ===============  ==============  ===========
-
-With 2 threads on 2 cores that another process also uses, PyTorch's latency collapses (D0:
-5,200 ms instead of ~100): give a timed run the cores to itself, or 1 thread.
+Measured figures: README, "Benchmark: inference and training speed" and "The ASFD family".
 """
 from __future__ import annotations
 

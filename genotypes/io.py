@@ -22,11 +22,12 @@ not registered is a one-line error naming its ``meta.search_space`` or section.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -123,22 +124,33 @@ def genotype_to_yaml(genotype: Genotype) -> str:
                                allow_unicode=True, width=120)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` to write to; on leaving the block it replaces
+    ``path`` (``os.replace``, readable by all), or, when the block raised, it is removed. The
+    project's one atomic write: it lives in its lowest package so that every package can use it
+    (:mod:`nas_search.runtime` re-exports it for checkpoints and logs)."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; what we save is meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
     """Validate (without the size caps: a search's result is always kept), then write
-    ``genotype`` to ``path`` atomically (temp file + rename)."""
+    ``genotype`` to ``path`` atomically (:func:`atomic_path`)."""
     validate_genotype(genotype, limits=NO_LIMITS)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = genotype_to_yaml(genotype)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a genotype is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

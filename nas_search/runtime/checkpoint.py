@@ -9,17 +9,18 @@ the unpickler.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from genotypes.io import atomic_path
 
 #: The globals a NumPy array needs (the ``numpy`` entry of ``np.random.get_state()`` as training
 #: checkpoints saved it before :mod:`nas_search.runtime.rng` stored it as a tensor).
@@ -58,19 +59,6 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint",
     except (pickle.UnpicklingError, EOFError, OSError, RuntimeError, KeyError, ValueError,
             zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not a readable {what}: {_reason(exc)}") from None
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; on leaving the block it replaces ``path``
-    (``os.replace``), or, when the block raised, it is removed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(payload: Any, path: str | os.PathLike) -> Path:
