@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from detectors.models.backbones import (
-    BACKBONES, ExtraLevels, MobileNetV1, build_backbone, load_pretrained, register_backbone,
+    BACKBONES, Backbone, ExtraLevels, MobileNetV1, build_backbone, load_pretrained,
+    register_backbone,
 )
 
 
@@ -113,3 +114,34 @@ def test_load_pretrained_reports_missing_unexpected_and_bad_shapes(tmp_path):
         load_pretrained(net, path)
     with pytest.raises(FileNotFoundError):
         load_pretrained(net, tmp_path / "absent.pth")
+
+
+
+@register_backbone("tiny_test_backbone")
+class TinyBackbone(Backbone):
+    """What a user's own backbone file holds: a Backbone subclass and its registration."""
+
+    out_channels = (8, 8, 8, 8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = torch.nn.ModuleList(
+            torch.nn.Conv2d(3 if i == 0 else 8, 8, 3, stride=4 if i == 0 else 2, padding=1)
+            for i in range(4))
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def test_a_new_backbone_is_one_registration_and_builds_a_detector():
+    from detectors.models.asfd import ASFD, ASFDConfig
+
+    model = ASFD(ASFDConfig(backbone="tiny_test_backbone", width=16, feature_modules=(),
+                            head_depth=0)).eval()
+    assert isinstance(model.backbone, TinyBackbone)
+    out = model(torch.zeros(1, 3, 64, 64))
+    assert out.second.cls.shape[1] == out.second.anchors.shape[0] > 0
