@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from detectors.data.loader import FaceDetectionDataset, detection_collate, prepare_batch
@@ -139,7 +140,7 @@ def main() -> None:
                    "grad norm", "s/step"):
         table.add_column(header, justify="left" if header == "model" else "right")
     for row in rows:
-        table.add_row(row["model"], row["loss"], str(row["escape"] or f"> {args.iters}"),
+        table.add_row(escape(row["model"]), row["loss"], str(row["escape"] or f"> {args.iters}"),
                       f"{row['cls_end']:.3f}", f"{row['plateau']:.3f}", f"{row['reg_end']:.3f}",
                       f"{row['grad_norm']:.2f}", f"{row['s_per_step']:.3f}")
     Console(width=160).print(table)
