@@ -8,7 +8,7 @@ hard-negative mining. A model only learns faces once it leaves that plateau.
 Each model trains on the same ``--batches`` fixed augmented batches of ``--data``, cycled, so
 the probe measures the optimisation alone and not the data. The optimiser is plain on purpose
 (AdamW would hide gradient-scale problems by normalising them away): SGD with lr 0.01, momentum
-0.9, wd 5e-4, gradient clip 10 and a linear warm-up over ``--warmup`` iterations. Each model
+0.9, wd 5e-4, gradient clip ``--grad-clip`` (10; 0: none) and a linear warm-up over ``--warmup`` iterations. Each model
 uses the loss it is trained with
 (``bench/infer_speed.py``'s ``MODELS``).
 
@@ -81,7 +81,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict]:
     return name, loss or MODELS[name], options
 
 
-def probe(spec: str, batches, iters: int, lr: float, warmup: int) -> dict:
+def probe(spec: str, batches, iters: int, lr: float, warmup: int,
+          grad_clip: float = 10.0) -> dict:
     """Train ``spec``'s model from scratch on the cycled ``batches``; the probe's row for it."""
     name, loss, options = parse_spec(spec)
     torch.manual_seed(0)
@@ -99,7 +100,8 @@ def probe(spec: str, batches, iters: int, lr: float, warmup: int) -> dict:
         result = loss_fn(model(images), boxes)
         optimizer.zero_grad(set_to_none=True)
         result.total.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)))
+        norms.append(float(torch.nn.utils.clip_grad_norm_(
+            model.parameters(), grad_clip if grad_clip > 0 else float("inf"))))
         optimizer.step()
         times.append(time.perf_counter() - start)
         cls_history.append(float(result.parts["second/cls"]))
@@ -126,16 +128,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--grad-clip", type=float, default=10.0, help="max global L2 norm (0: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     batches = fixed_batches(args.data, args.batches, args.batch, args.size)
-    rows = [probe(spec, batches, args.iters, args.lr, args.warmup) for spec in args.models]
+    rows = [probe(spec, batches, args.iters, args.lr, args.warmup, args.grad_clip)
+            for spec in args.models]
 
     table = Table(title=f"From-scratch probe: {args.batches} fixed batches of {args.batch} at "
-                        f"{args.size} px, {args.iters} SGD steps, {args.threads} thread(s)")
+                        f"{args.size} px, {args.iters} SGD steps, clip {args.grad_clip or 'none'}, "
+                        f"{args.threads} thread(s)")
     for header in ("model", "loss", "escape (iter)", "cls at end", "plateau", "reg at end",
                    "grad norm", "s/step"):
         table.add_column(header, justify="left" if header == "model" else "right")
