@@ -44,6 +44,7 @@ class StepCost:
     saved_bytes: int
     cuda_peak_bytes: int | None
     seconds: float
+    saved_by: dict[str, int]
 
 
 def step(module: torch.nn.Module, x: torch.Tensor | list[torch.Tensor]) -> None:
@@ -67,7 +68,21 @@ def measure(cell: torch.nn.Module, x: torch.Tensor | list[torch.Tensor],
         step(cell, x)
         sync()
         times.append(time.perf_counter() - start)
-    return StepCost(meter.saved_bytes, meter.cuda_peak_bytes, statistics.median(times))
+    return StepCost(meter.saved_bytes, meter.cuda_peak_bytes, statistics.median(times),
+                    dict(meter.saved_by))
+
+
+def print_breakdown(costs: dict[str, StepCost], ref: str) -> None:
+    """Saved MiB by what made the saved tensor and its channels, one column per strategy, and
+    each strategy's ratio to ``ref`` (the sparsest)."""
+    names = list(costs)
+    keys = sorted({k for c in costs.values() for k in c.saved_by},
+                  key=lambda k: -max(c.saved_by.get(k, 0) for c in costs.values()))
+    print(f"  {'saved by':<36}" + "".join(f" {n:>12}" for n in names) + "  ratio to " + ref)
+    for key in keys:
+        mib = {n: costs[n].saved_by.get(key, 0) / 2**20 for n in names}
+        ratios = ", ".join(f"{mib[n] / mib[ref]:.2f}x" for n in names if n != ref and mib[ref])
+        print(f"  {key:<36}" + "".join(f" {mib[n]:>12.2f}" for n in names) + f"  {ratios}")
 
 
 def edges_run(cell: SearchCell, x: torch.Tensor) -> int:
@@ -122,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--op-set", default="S_CPM")
     parser.add_argument("--concat", choices=["cat_all", "cat_leaf"], default="cat_all")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also the saved bytes by what made each saved tensor, per strategy")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads")
     args = parser.parse_args(argv)
@@ -160,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             if cuda_col:
                 ratio += f" {a.cuda_peak_bytes / b.cuda_peak_bytes:>12.2f}x"
             print(ratio + f" {a.seconds / b.seconds:>8.2f}x")
+        if args.breakdown:
+            print_breakdown(costs, ref)
 
 
 if __name__ == "__main__":

@@ -200,3 +200,19 @@ def test_search_cost_bench_compares_the_strategies(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [(r[1], r[2]) for r in rows] == [("pcdarts", "6"), ("top1_tree", "3"),
                                             ("pcdarts/top1_tree", "2.0x")]
+
+
+def test_search_cost_breakdown_adds_up_to_the_saved_bytes(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import search_cost
+
+    search_cost.main(["--channels", "4", "--size", "6", "--batch", "1", "--k", "1",
+                      "--nodes", "3", "--repeats", "1", "--op-set", "S_FPN",
+                      "--strategies", "pcdarts", "top1_tree", "--breakdown"])
+    lines = capsys.readouterr().out.splitlines()
+    totals = {line.split()[1]: float(line.split()[3]) for line in lines[2:4]}
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("saved by")) + 1
+    columns = [line[38:].split()[:2] for line in lines[start:]]
+    for j, name in enumerate(("pcdarts", "top1_tree")):
+        assert sum(float(c[j]) for c in columns) == pytest.approx(
+            totals[name], abs=0.01 * len(columns))  # each cell is rounded to 0.01 MiB

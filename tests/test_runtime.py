@@ -145,6 +145,8 @@ def test_activation_meter_counts_activations_once_and_skips_parameters():
         y = (h.relu() * h.relu()).sum()  # two relu outputs (8 KiB each), saved by relu and mul
     assert meter.bytes == meter.saved_bytes == 3 * 32 * 64 * 4
     assert meter.cuda_peak_bytes is None  # not on a CUDA device
+    assert meter.saved_by == {"no grad, 64 ch": 32 * 64 * 4,  # x, outside autograd
+                              "ReluBackward0, 64 ch": 2 * 32 * 64 * 4}
     y.backward()
     leaf = torch.randn(32, 64, requires_grad=True)
     with ActivationMeter() as meter:
