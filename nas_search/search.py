@@ -42,7 +42,8 @@ from nas_search.gumbel import linear_temperature
 from nas_search.mixed_op import MixedOp
 from nas_search.runtime import (
     NonFiniteLossError, atomic_path, available_device, dataclass_from_dict, load_checkpoint,
-    rank, refuse_changes, rng_state, save_checkpoint, seed_everything, set_rng_state, world_size,
+    rank, refuse_changes, rng_state, save_checkpoint, seed_everything, set_rng_state,
+    use_fast_conv_backward, world_size,
 )
 from nas_search.strategies import validate_for_strategy
 from nas_search.supernet import Supernet
@@ -203,6 +204,7 @@ def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _
     """Seed, build the supernet and optimisers; restore ``checkpoint`` when given."""
     seed_everything(config.seed)
     model = task.build_supernet().to(available_device(config.device))
+    use_fast_conv_backward(model)
     gumbel = torch.Generator().manual_seed(
         int(np.random.SeedSequence([config.seed, _GUMBEL_STREAM]).generate_state(1)[0]))
     model.set_gumbel_generator(gumbel)

@@ -107,20 +107,26 @@ def _match_one_by_one(anchors, gt, iou_threshold):
     return labels, boxes
 
 
-@pytest.mark.parametrize("max_elements", [1 << 25, 200])   # one pass; one image per chunk
-def test_batched_matching_equals_the_per_image_loop(max_elements):
+@pytest.mark.parametrize("max_elements, merge_cost", [
+    (1 << 25, 1 << 30),   # one pass, every image padded to the most crowded one
+    (200, 1 << 30),       # chunks cut by size
+    (1 << 25, 0),         # chunks of equal face counts only (the CPU's choice, at the limit)
+    (1 << 25, 300),       # in between: the padding a chunk takes is bounded
+])
+def test_batched_matching_equals_the_per_image_loop(max_elements, merge_cost):
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(60, 2, generator=g) * 50
     anchors = torch.cat((xy, xy + 4 + torch.rand(60, 2, generator=g) * 12), dim=1)
     faces = []
-    for count in (0, 1, 7, 3, 12):
+    for count in (0, 1, 7, 3, 12, 3, 0):
         f_xy = torch.rand(count, 2, generator=g) * 50
         f = torch.cat((f_xy, f_xy + torch.rand(count, 2, generator=g) * 15), dim=1)
         if count > 2:
             f[1] = f[0] + 0.25               # two faces with one best anchor: the later wins
             f[2, 2] = f[2, 0]                # zero width: dropped
         faces.append(f)
-    batch = match_batch(anchors, faces, 0.3, max_elements=max_elements)
+    batch = match_batch(anchors, faces, 0.3, max_elements=max_elements,
+                        merge_cost=merge_cost)
     for i, f in enumerate(faces):
         labels, boxes = _match_one_by_one(anchors, f, 0.3)
         assert torch.equal(batch.labels[i], labels)

@@ -52,7 +52,8 @@ from detectors.models.backbones import load_pretrained
 from detectors.models.heads import DetectorOutput, ShotOutput
 from detectors.models.losses import build_loss
 from detectors.models.reference_detectors import REFERENCE_DETECTORS, build_reference_detector
-from nas_search.runtime import ConfigError, NonFiniteLossError, seed_everything
+from nas_search.runtime import (ConfigError, NonFiniteLossError, seed_everything,
+                                use_fast_conv_backward)
 
 
 # ----------------------------------------------------------------------------- model
@@ -153,6 +154,7 @@ class Trainer:
 
         seed_everything(config.run.seed)
         model = build_model(config.model).to(self.device)
+        use_fast_conv_backward(model)
         self.memory_format = (torch.channels_last if config.run.channels_last
                               else torch.contiguous_format)
         self.model = self.process.sync_batchnorm(model.to(memory_format=self.memory_format))

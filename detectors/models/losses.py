@@ -97,8 +97,10 @@ def hard_negative_mask(cls_loss: Tensor, positive: Tensor, neg_pos_ratio: float 
     loss = cls_loss.detach().masked_fill(positive, float("-inf"))
     n_pos = positive.sum(dim=1)
     n_neg = (neg_pos_ratio * n_pos.clamp(min=1)).long().clamp(max=(~positive).sum(dim=1))
-    rank = loss.argsort(dim=1, descending=True).argsort(dim=1)
-    return positive | (rank < n_neg[:, None])
+    order = loss.argsort(dim=1, descending=True)
+    ranks = torch.arange(loss.shape[1], device=loss.device).expand_as(loss)
+    hardest = torch.zeros_like(positive).scatter_(1, order, ranks < n_neg[:, None])
+    return positive | hardest
 
 
 @dataclass

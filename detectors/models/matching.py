@@ -26,8 +26,19 @@ class MatchResult:
 
 
 #: Most IoU entries (images x faces x anchors) one matching pass holds; larger batches are
-#: matched in chunks of images, so that one crowded image does not pad every other one.
+#: matched in chunks of images.
 MAX_IOU_ELEMENTS = 1 << 25
+
+
+def pass_cost(device: torch.device) -> int:
+    """What one more matching pass costs, in IoU entries.
+
+    A pass is ~20 ops. On a GPU their launches, not the arithmetic, set its time, so a pass is
+    worth millions of padded entries; on a CPU an entry costs ~1.4 ns per op and a launch
+    ~10 us, so a pass is worth only ~2^15 of them (WIDER's face counts are skewed: padding a
+    batch of 16 to its most crowded image made 6x the entries of the faces themselves and
+    cost D0 0.23 s per step)."""
+    return 1 << 24 if device.type == "cuda" else 1 << 15
 
 
 def valid_mask(boxes: Tensor) -> Tensor:
@@ -42,24 +53,33 @@ def match_anchors(anchors: Tensor, gt_boxes: Tensor, iou_threshold: float = 0.35
 
 
 def match_batch(anchors: Tensor, gt_boxes: list[Tensor], iou_threshold: float = 0.35,
-                max_elements: int = MAX_IOU_ELEMENTS) -> MatchResult:
-    """Match every image's faces at once; ``labels [B, A]``, ``boxes [B, A, 4]``.
+                max_elements: int = MAX_IOU_ELEMENTS,
+                merge_cost: int | None = None) -> MatchResult:
+    """Match every image's faces; ``labels [B, A]``, ``boxes [B, A, 4]``.
 
-    The faces are padded to the batch's largest count (a few dozen ops per batch instead of per
-    image: on a GPU the per-op launch cost, not the arithmetic, set the loss's time)."""
-    chunks, start = [], 0
-    while start < len(gt_boxes):
-        stop, widest = start, 0
-        while stop < len(gt_boxes):
-            widest_next = max(widest, len(gt_boxes[stop]))
-            if stop > start and (stop + 1 - start) * widest_next * len(anchors) > max_elements:
-                break
-            stop, widest = stop + 1, widest_next
-        chunks.append(_match_padded(anchors, gt_boxes[start:stop], iou_threshold))
+    Images are taken most crowded first and matched in chunks, their faces padded to the
+    chunk's largest count. The next image joins the chunk while the padding it adds costs less
+    than a pass of its own (``merge_cost`` IoU entries, :func:`pass_cost` of the anchors'
+    device by default) and the chunk stays under ``max_elements`` entries."""
+    if merge_cost is None:
+        merge_cost = pass_cost(anchors.device)
+    counts = [len(g) for g in gt_boxes]
+    order = sorted(range(len(gt_boxes)), key=lambda i: -counts[i])
+    labels = torch.zeros(len(gt_boxes), len(anchors), dtype=torch.long, device=anchors.device)
+    boxes = anchors.new_zeros(len(gt_boxes), len(anchors), 4)
+    start = 0
+    while start < len(order):
+        widest, stop = counts[order[start]], start + 1
+        while stop < len(order) \
+                and (widest - counts[order[stop]]) * len(anchors) <= merge_cost \
+                and (stop + 1 - start) * widest * len(anchors) <= max_elements:
+            stop += 1
+        chunk = order[start:stop]
+        match = _match_padded(anchors, [gt_boxes[i] for i in chunk], iou_threshold)
+        index = torch.tensor(chunk, device=anchors.device)
+        labels[index], boxes[index] = match.labels, match.boxes
         start = stop
-    if len(chunks) == 1:
-        return chunks[0]
-    return MatchResult(torch.cat([c.labels for c in chunks]), torch.cat([c.boxes for c in chunks]))
+    return MatchResult(labels, boxes)
 
 
 def _match_padded(anchors: Tensor, gt_boxes: list[Tensor], iou_threshold: float) -> MatchResult:

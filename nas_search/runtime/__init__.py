@@ -5,6 +5,7 @@
 - :mod:`~nas_search.runtime.distributed`: rank, world size, devices and CPU threads;
 - :mod:`~nas_search.runtime.config`: the typed YAML config loader;
 - :mod:`~nas_search.runtime.memory`: the activation-memory meter;
+- :mod:`~nas_search.runtime.conv_backward`: a faster CPU backward for convolutions;
 - :mod:`~nas_search.runtime.errors`: :class:`NonFiniteLossError`;
 - :mod:`~nas_search.runtime.lazy`: package re-exports imported on first use.
 
@@ -15,6 +16,7 @@ from nas_search.runtime.lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "checkpoint": ("NUMPY_ARRAY_GLOBALS", "CheckpointError", "atomic_path", "load_checkpoint",
                    "save_checkpoint"),
+    "conv_backward": ("FastBackwardConv2d", "use_fast_conv_backward"),
     "config": ("ConfigError", "apply_overrides", "changed_settings", "dataclass_from_dict",
                "is_under", "load_yaml", "merge", "read_config_file", "refuse_changes",
                "replace_fields"),

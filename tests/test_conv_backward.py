@@ -1,0 +1,58 @@
+"""The fast CPU conv backward gives the native gradients, for every path it takes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nas_search.runtime import FastBackwardConv2d, use_fast_conv_backward
+
+CL, NCHW = torch.channels_last, torch.contiguous_format
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding, dilation, groups, bias, fmt", [
+    (8, 8, 3, 1, 1, 1, 8, False, CL),             # depthwise: flipped-kernel input gradient
+    (8, 8, 5, 1, 4, 2, 8, True, CL),              # dilated 5x5 depthwise, with bias
+    (8, 8, 3, 1, 3, 3, 8, False, NCHW),           # dilated 3x3 depthwise, NCHW
+    (8, 8, (3, 5), 1, (1, 2), 1, 8, True, NCHW),  # non-square kernel
+    (8, 8, 3, 1, 0, 1, 8, False, CL),             # no padding
+    (8, 4, 1, 1, 0, 1, 1, True, CL),              # narrow pointwise: GEMM weight gradient
+    (8, 32, 1, 1, 0, 1, 1, False, CL),            # wide pointwise: native
+    (8, 6, 3, 2, 1, 1, 2, True, CL),              # grouped, strided: native
+    (8, 8, 3, 2, 1, 1, 8, False, CL),             # strided depthwise: native
+])
+def test_fast_backward_equals_native(cin, cout, kernel, stride, padding, dilation, groups, bias,
+                                     fmt):
+    torch.manual_seed(0)
+    native = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias=bias).double()
+    fast = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias=bias).double()
+    fast.load_state_dict(native.state_dict())
+    assert use_fast_conv_backward(fast) == 1 and isinstance(fast, FastBackwardConv2d)
+    x = torch.randn(3, cin, 11, 13, dtype=torch.double).contiguous(memory_format=fmt)
+    x_native, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_native, y_fast = native(x_native), fast(x_fast)
+    assert torch.equal(y_native, y_fast)
+    grad = torch.randn_like(y_native)
+    y_native.backward(grad)
+    y_fast.backward(grad)
+    torch.testing.assert_close(x_fast.grad, x_native.grad)
+    torch.testing.assert_close(fast.weight.grad, native.weight.grad)
+    if bias:
+        torch.testing.assert_close(fast.bias.grad, native.bias.grad)
+
+
+def test_swap_keeps_parameters_and_skips_other_convs():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 4, 2))
+    keys = list(model.state_dict())
+    assert use_fast_conv_backward(model) == 1
+    assert list(model.state_dict()) == keys and type(model[2]) is nn.ConvTranspose2d
+    with torch.no_grad():                           # no gradient needed: the plain forward
+        assert model(torch.randn(1, 3, 8, 8)).shape == (1, 4, 7, 7)
+
+
+def test_frozen_input_gets_no_gradient():
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    use_fast_conv_backward(conv)
+    x = torch.randn(2, 3, 6, 6)                     # an image: no gradient wanted
+    conv(x).sum().backward()
+    assert x.grad is None and conv.weight.grad is not None
