@@ -31,14 +31,14 @@ MAX_IOU_ELEMENTS = 1 << 25
 
 
 def pass_cost(device: torch.device) -> int:
-    """What one more matching pass costs, in IoU entries.
+    """What one more matching pass costs, in IoU entries of padding.
 
     A pass is ~20 ops. On a GPU their launches, not the arithmetic, set its time, so a pass is
-    worth millions of padded entries; on a CPU an entry costs ~1.4 ns per op and a launch
-    ~10 us, so a pass is worth only ~2^15 of them (WIDER's face counts are skewed: padding a
-    batch of 16 to its most crowded image made 6x the entries of the faces themselves and
-    cost D0 0.23 s per step)."""
-    return 1 << 24 if device.type == "cuda" else 1 << 15
+    worth millions of padded entries. On a CPU any padding costs more than a pass: D0's
+    matching of a batch of 16 WIDER crops (both shots) took 158 / 173 / 204 / 380 ms with
+    chunks padded by at most 0 / 2^12 / 2^15 / 2^18 entries, and 1532 ms padded to the most
+    crowded image (``bench/train_step.py``; WIDER's face counts are skewed)."""
+    return 1 << 24 if device.type == "cuda" else 0
 
 
 def valid_mask(boxes: Tensor) -> Tensor:
