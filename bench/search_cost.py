@@ -33,7 +33,7 @@ import search_spaces.ops  # noqa: F401  (registers S_CPM)
 from detectors.engine.macs import count_macs
 from nas_search.cell import SearchCell
 from nas_search.registry import get_op_set
-from nas_search.runtime import ActivationMeter
+from nas_search.runtime import ActivationMeter, use_fast_conv_backward
 from nas_search.strategies import list_strategies
 from search_spaces.fpn import AutoFEMFPNSearch
 from search_spaces.schemas import FPN_PATHWAYS
@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--breakdown", action="store_true",
                         help="also the saved bytes by what made each saved tensor, per strategy")
+    parser.add_argument("--fast-backward", action="store_true",
+                        help="the conv backward search() uses (use_fast_conv_backward); "
+                             "default: PyTorch's native one")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads")
     args = parser.parse_args(argv)
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.strategies:
             torch.manual_seed(0)
             cell = SearchCell(args.channels, n, ops, name, args.concat, args.k).to(device)
+            if args.fast_backward:
+                use_fast_conv_backward(cell)
             cell.gumbel_generator = torch.Generator().manual_seed(0)
             costs[name] = c = measure(cell, x, args.repeats)
             edges[name] = edges_run(cell, x)

@@ -16,7 +16,8 @@ CL, NCHW = torch.channels_last, torch.contiguous_format
     (8, 8, 3, 1, 3, 3, 8, False, NCHW),           # dilated 3x3 depthwise, NCHW
     (8, 8, (3, 5), 1, (1, 2), 1, 8, True, NCHW),  # non-square kernel
     (8, 8, 3, 1, 0, 1, 8, False, CL),             # no padding
-    (8, 4, 1, 1, 0, 1, 1, True, CL),              # narrow pointwise: GEMM weight gradient
+    (16, 4, 1, 1, 0, 1, 1, True, CL),             # narrow pointwise: GEMM weight gradient
+    (16, 4, 1, 1, 0, 1, 1, True, NCHW),           # the same on NCHW rows: native
     (8, 32, 1, 1, 0, 1, 1, False, CL),            # wide pointwise: native
     (8, 6, 3, 2, 1, 1, 2, True, CL),              # grouped, strided: native
     (8, 8, 3, 2, 1, 1, 8, False, CL),             # strided depthwise: native
@@ -56,3 +57,13 @@ def test_frozen_input_gets_no_gradient():
     x = torch.randn(2, 3, 6, 6)                     # an image: no gradient wanted
     conv(x).sum().backward()
     assert x.grad is None and conv.weight.grad is not None
+
+
+def test_a_conv_no_fast_path_serves_keeps_the_native_node():
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)      # dense 3x3, no bias: nothing to gain
+    dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    use_fast_conv_backward(conv)
+    use_fast_conv_backward(dw)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    assert "ConvolutionBackward" in type(conv(x).grad_fn).__name__
+    assert "ConvFastBackward" in type(dw(x).grad_fn).__name__
