@@ -4,7 +4,7 @@ PyTorch's CPU ``convolution_backward`` (oneDNN, channels-last) is slow exactly w
 models spend their convolutions: measured at one thread, batch 16, it takes 5-20x the forward
 of a dilated or 5x5 depthwise conv, 6x that of a 1x1 conv with few output channels, and its
 bias gradient over an NHWC tensor costs more than the whole forward (README, "Training
-speed"). :class:`FastBackwardConv2d` computes the same three gradients another way:
+speed on the CPU"). :class:`FastBackwardConv2d` computes the same three gradients another way:
 
 - input, depthwise with stride 1: the forward conv with the kernel flipped (a transposed conv
   with stride 1 is a conv), ~10x faster than the native path;
