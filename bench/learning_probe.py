@@ -115,6 +115,13 @@ def probe(spec: str, batches, iters: int, lr: float, warmup: int,
             "grad_norm": statistics.median(norms), "s_per_step": statistics.median(times)}
 
 
+def write_json(path: Path, args: argparse.Namespace, rows: list[dict]) -> None:
+    """A bench's arguments and rows as JSON at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                "rows": rows}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["D0", "retinaface_mnet025"],
@@ -150,9 +157,7 @@ def main() -> None:
                       f"{row['grad_norm']:.2f}", f"{row['s_per_step']:.3f}")
     Console(width=160).print(table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "rows": rows}, indent=1))
+        write_json(args.json, args, rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Measured figures: README, "Training speed on the CPU".
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -39,7 +38,7 @@ from nas_search.runtime import use_fast_conv_backward
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer_speed import MODELS  # noqa: E402
-from learning_probe import fixed_batches  # noqa: E402
+from learning_probe import fixed_batches, write_json  # noqa: E402
 
 UNBOUNDED = 1 << 62
 
@@ -132,9 +131,7 @@ def main() -> None:
                       f"{row['step_native_s'] / row['step_fast_s']:.2f}x")
     Console(width=140).print(table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "rows": rows}, indent=1))
+        write_json(args.json, args, rows)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ def match_batch(anchors: Tensor, gt_boxes: list[Tensor], iou_threshold: float = 
     """Match every image's faces; ``labels [B, A]``, ``boxes [B, A, 4]``.
 
     Images are taken most crowded first and matched in chunks, their faces padded to the
-    chunk's largest count. The next image joins the chunk while the padding it adds costs less
-    than a pass of its own (``merge_cost`` IoU entries, :func:`pass_cost` of the anchors'
+    chunk's largest count. The next image joins the chunk while the padding it adds costs no
+    more than a pass of its own (``merge_cost`` IoU entries, :func:`pass_cost` of the anchors'
     device by default) and the chunk stays under ``max_elements`` entries."""
     if merge_cost is None:
         merge_cost = pass_cost(anchors.device)

@@ -26,10 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
-
-
 class _ConvFastBackward(torch.autograd.Function):
     """``F.conv2d`` whose backward takes the fast paths of the module docstring."""
 
@@ -129,7 +125,7 @@ class FastBackwardConv2d(nn.Conv2d):
         if input.device.type != "cpu" or not torch.is_grad_enabled() \
                 or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(input, weight, bias)
-        conv = (_pair(self.stride), _pair(self.padding), _pair(self.dilation), self.groups)
+        conv = (self.stride, self.padding, self.dilation, self.groups)   # tuples after init
         if not pays(input, weight, bias, *conv):
             return super()._conv_forward(input, weight, bias)
         return _ConvFastBackward.apply(input, weight, bias, *conv)
