@@ -17,7 +17,10 @@ Rows, in images/s, all from one run on the same images, size, batch and workers:
   1 - (loader rate / in-memory rate), the share of the step time that data loading adds.
 
 The images are repeated to fill ``--batches`` batches within one epoch, so that epoch ends do
-not drain the workers' queue. Each image then gets new crops.
+not drain the workers' queue. Each image then gets new crops. The queue holds up to ``workers x
+PREFETCH_FACTOR`` batches when timing starts, which inflates the loader rows by up to that many
+batches: time at least 4 times as many (the bench warns otherwise). The in-memory rows cycle
+over at most :data:`IN_MEMORY` distinct batches.
 
 Run: ``PYTHONPATH=. python bench/data_throughput.py --device cuda --workers 12 --batch 32
 --model D0`` on a GPU machine; the figures in README.md say where they were measured.
@@ -41,7 +44,8 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from detectors.data.loader import (
-    DetectionBatch, FaceDetectionDataset, build_dataloader, prepare_batch, set_epoch,
+    PREFETCH_FACTOR, DetectionBatch, FaceDetectionDataset, build_dataloader, prepare_batch,
+    set_epoch,
 )
 from detectors.data.sources import DataSource, load_samples
 from detectors.engine.config import ModelConfig, OptimConfig
@@ -53,6 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer_speed import MODELS  # noqa: E402  (the loss each model trains with)
 
 T = TypeVar("T")
+#: Distinct batches the in-memory rows hold (and cycle over).
+IN_MEMORY = 20
 
 
 def training_batches(data: Path, size: int, batch: int, workers: int, device: torch.device,
@@ -130,13 +136,14 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
 
     record("loader", images_per_s(fresh(), lambda b: len(b.images), count, warmup, device))
     record("loader + device step", images_per_s(fresh(), device_step, count, warmup, device))
-    in_memory = list(fresh())
-    record("device step alone", images_per_s(iter(in_memory), device_step, count, warmup, device))
+    in_memory = list(itertools.islice(fresh(), IN_MEMORY))
+    record("device step alone", images_per_s(itertools.cycle(in_memory), device_step, count,
+                                             warmup, device))
     if args.model:
         inputs = [prepared(b) for b in in_memory]
         step = train_step(args.model, device)
         record("train, batches in memory", images_per_s(
-            iter(inputs), lambda pair: step(*pair), count, warmup, device))
+            itertools.cycle(inputs), lambda pair: step(*pair), count, warmup, device))
         step = train_step(args.model, device)
         record("train, loader", images_per_s(fresh(), lambda b: step(*prepared(b)), count,
                                              warmup, device))
@@ -162,6 +169,10 @@ def main() -> None:
     if not args.data.is_dir():
         raise SystemExit(f"--data {args.data}: no such folder")
     torch.set_num_threads(args.threads)
+    queue = args.workers * PREFETCH_FACTOR
+    if args.batches < 4 * queue:
+        print(f"warning: --batches {args.batches} < 4 x the {queue} batches the workers' queue "
+              "holds: the loader rows can read high", file=sys.stderr)
     rows = measure(args)
     table = Table(title=f"{args.device}: {args.size} px, batch {args.batch}, "
                         f"{args.workers} workers, {args.batches} batches per row")

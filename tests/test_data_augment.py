@@ -116,14 +116,14 @@ def test_letterbox_keeps_aspect_and_pads_with_the_mean():
 
 def test_augment_pipeline_is_seeded_and_in_bounds():
     image, boxes = painted(160, 120)[0], painted(160, 120)[1] * 2
-    cfg = AugmentConfig(size=64, min_face=6)
-    outputs = [augment(image, boxes, np.random.default_rng(seed), cfg) for seed in range(12)]
+    cfg = AugmentConfig(min_face=6)
+    outputs = [augment(image, boxes, np.random.default_rng(seed), 64, cfg) for seed in range(12)]
     for out, kept, draw in outputs:
         assert out.shape == (64, 64, 3) and out.dtype == np.uint8
         assert isinstance(draw, Photometric)
         assert np.all(kept >= 0) and np.all(kept <= 64)
         assert np.all(np.minimum(kept[:, 2] - kept[:, 0], kept[:, 3] - kept[:, 1]) >= 6)
-    again = augment(image, boxes, np.random.default_rng(5), cfg)
+    again = augment(image, boxes, np.random.default_rng(5), 64, cfg)
     np.testing.assert_array_equal(again[0], outputs[5][0])
     np.testing.assert_array_equal(again[1], outputs[5][1])
     assert again[2] == outputs[5][2]

@@ -40,14 +40,13 @@ INTERPOLATIONS: tuple[Image.Resampling, ...] = (
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation settings; defaults are DSFD's.
+    """Augmentation settings (``data.augment`` in a training config); defaults are DSFD's.
 
     ``brightness``/``contrast``/``saturation`` are the half-ranges of multiplicative factors
     around 1 (PIL ``ImageEnhance``, as PyramidBox/DSFD), ``hue_degrees`` the half-range of the
     hue shift. ``anchor_scales`` are the anchor sizes data-anchor-sampling draws targets from.
     """
 
-    size: int = 640
     min_face: float = 6.0
     photometric_p: float = 0.5
     brightness: float = 0.125
@@ -218,18 +217,18 @@ def letterbox(
 
 
 def augment(
-    image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+    image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, size: int,
     cfg: AugmentConfig = AugmentConfig(),
 ) -> tuple[np.ndarray, np.ndarray, Photometric]:
     """The geometric part of the training pipeline (module docstring) and the photometric draw
-    for the device to apply; the image is ``cfg.size`` square uint8."""
+    for the device to apply; the image is ``size`` square uint8."""
     image_size = (image.shape[1], image.shape[0])
     if len(boxes) and rng.random() < cfg.anchor_sampling_p:
-        window = anchor_sampling_window(boxes, image_size, rng, cfg.size, cfg.anchor_scales)
+        window = anchor_sampling_window(boxes, image_size, rng, size, cfg.anchor_scales)
     else:
         window = random_crop_window(boxes, image_size, rng, cfg.crop_min_scale, cfg.crop_trials)
     resample = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
-    image, boxes = crop_resize(image, boxes, window, (cfg.size, cfg.size), resample)
+    image, boxes = crop_resize(image, boxes, window, (size, size), resample)
     photometric = draw_photometric(rng, cfg)
     if rng.random() < cfg.flip_p:
         image, boxes = hflip(image, boxes)

@@ -72,9 +72,7 @@ class FaceDetectionDataset(Dataset):
         self.train = train
         self.size = size
         self.seed = seed
-        self.augment_config = augment_config or AugmentConfig(size=size)
-        if self.augment_config.size != size:
-            raise ValueError(f"augment_config.size {self.augment_config.size} != size {size}")
+        self.augment_config = augment_config or AugmentConfig()
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @property
@@ -94,7 +92,7 @@ class FaceDetectionDataset(Dataset):
         draw = None
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, boxes, params = augment(image, boxes, rng, self.augment_config)
+            image, boxes, params = augment(image, boxes, rng, self.size, self.augment_config)
             draw = torch.from_numpy(params.as_array())
         else:
             image, boxes, _ = letterbox(image, boxes, self.size)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
+from detectors.data.augment import AugmentConfig
 from detectors.data.sources import DataSource
 from nas_search.runtime import (
     ConfigError, apply_overrides, dataclass_from_dict, read_config_file,
@@ -49,13 +50,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """``size``: square training input (after crop + resize); ``workers``: DataLoader processes."""
+    """``size``: square training input (after crop + resize); ``workers``: DataLoader processes;
+    ``augment``: the training augmentation (:class:`~detectors.data.augment.AugmentConfig`)."""
 
     train: list[DataSource] = field(default_factory=list)
     val: DataSource | None = None
     size: int = 640
     batch_size: int = 8
     workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -184,6 +187,9 @@ def within(low: float, high: float) -> Rule:
 #: The ranges :class:`TrainConfig` checks (``None`` values pass; NaN and infinity never do).
 RANGES: dict[str, Rule] = {
     "data.size": at_least(32), "data.batch_size": at_least(1), "data.workers": at_least(0),
+    "data.augment.min_face": at_least(0), "data.augment.photometric_p": within(0, 1),
+    "data.augment.anchor_sampling_p": within(0, 1), "data.augment.crop_min_scale": within(0.01, 1),
+    "data.augment.crop_trials": at_least(1), "data.augment.flip_p": within(0, 1),
     "optim.lr": above(0), "optim.momentum": within(0, 1), "optim.weight_decay": at_least(0),
     "optim.grad_clip": at_least(0),
     "schedule.epochs": at_least(1), "schedule.gamma": above(0),

@@ -166,7 +166,7 @@ class Trainer:
             raise ValueError("config: data.train lists no folder to train on")
         self.samples = [s for source in config.data.train for s in load_samples(source)]
         dataset = FaceDetectionDataset(self.samples, train=True, size=config.data.size,
-                                       seed=config.run.seed)
+                                       seed=config.run.seed, augment_config=config.data.augment)
         self.loader = resumable(build_dataloader(
             dataset, config.data.batch_size, config.data.workers, config.run.seed,
             shuffle=True, distributed=self.process.ctx.enabled, drop_last=True,
