@@ -110,6 +110,8 @@ def test_config_base_chain_merges_sections_and_replaces_lists(tmp_path):
     ("schedule.gamma=-0.1", "schedule.gamma must be > 0, got -0.1"),
     ("run.threads=-1", "run.threads must be >= 0, got -1"),
     ("run.max_minutes=-5", "run.max_minutes must be >= 0, got -5.0"),
+    ("data.augment.crop_min_scale=0", "data.augment.crop_min_scale must be in [0.01, 1], got 0"),
+    ("data.augment.flip=0.5", "data.augment: unknown key(s) ['flip']"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")
@@ -356,6 +358,19 @@ def test_config_records_the_genotype_of_a_model_file(synthetic, tmp_path):
             resume=False, callback=None)
     recorded = load_config(tmp_path / "run" / "config.yaml")
     assert (recorded.model.name, recorded.model.genotype) == (str(derived), "runs/search_cpm")
+
+
+def test_augmentation_settings_reach_the_training_data_and_the_recorded_config(synthetic,
+                                                                             tmp_path):
+    from detectors.data.augment import AugmentConfig
+    from detectors.engine.trainer import Trainer
+
+    overrides = ("data.augment.crop_min_scale=0.15", "data.augment.anchor_scales=[16, 64]")
+    trainer = Trainer(tiny_config(synthetic, *overrides), tmp_path / "run", resume=False,
+                      callback=None)
+    expected = AugmentConfig(crop_min_scale=0.15, anchor_scales=(16, 64))
+    assert trainer.loader.dataset.augment_config == expected
+    assert load_config(tmp_path / "run" / "config.yaml").data.augment == expected
 
 
 def test_training_step_distorts_each_batch_on_the_device(synthetic, tmp_path, monkeypatch):
