@@ -6,7 +6,7 @@ device (shapes only: the whole script takes seconds), genotype ``asfd_paper_like
 * ``family``: D0-D6 as built by ``build_asfd``, with the ratios to Table 5;
 * ``half``: candidate readings of Table 1's AutoFEM depth 0.5 at D0-D2, each with both AutoFEM
   halves unless it says otherwise: the level set the cascade runs on (the finer levels take
-  the parameter-free top-down path), CPM cells cut to their first ``n`` nodes (a half-depth
+  the parameter-free top-down path), a narrower level set for the CPM, CPM cells cut to their first ``n`` nodes (a half-depth
   CPM), and half-width modules (a 1x1 conv to ``W/2`` before the cascade and back to ``W``
   after it, per level);
 * ``fuse``: D0-D6 with AutoFEM-FPN's ``F_c`` separable and dense.
@@ -47,6 +47,7 @@ class Reading:
     cpm_nodes: int | None = None   # None: the genotype's cells as they are
     half_width: bool = False
     fpn_fuse: FuseKind = "separable"
+    cpm_first_level: str | None = None   # None: the CPM on the cascade's levels too
 
 
 READINGS: tuple[Reading, ...] = (
@@ -56,6 +57,7 @@ READINGS: tuple[Reading, ...] = (
     Reading("FPN + CPM (2 nodes), P3-P7", cpm_nodes=2),
     Reading("FPN + CPM (1 node), P3-P7", cpm_nodes=1),
     Reading("FPN + CPM at half width, P3-P7", half_width=True),
+    Reading("FPN on P3-P7, CPM on P4-P7 (NESTED_HALF_DEPTH)", cpm_first_level="P4"),
     Reading("FPN + CPM, P4-P7 (TABLE5_HALF_DEPTH)", first_level="P4"),
     Reading("FPN + CPM (3 nodes), P4-P7", first_level="P4", cpm_nodes=3),
     Reading("FPN + CPM, P5-P7 (half of the levels)", first_level="P5"),
@@ -91,8 +93,11 @@ def cut_cells(genotype: Genotype, nodes: int | None) -> Genotype:
 
 def build_reading(variant: str, reading: Reading, genotype: Genotype) -> ASFD:
     levels = LEVELS[LEVELS.index(reading.first_level):]
+    module_levels = () if reading.cpm_first_level is None else tuple(
+        levels if name != "autofem_cpm" else LEVELS[LEVELS.index(reading.cpm_first_level):]
+        for name in reading.modules)
     config = asfd_config(variant, feature_modules=reading.modules, enhanced_levels=levels,
-                         fpn_fuse=reading.fpn_fuse)
+                         fpn_fuse=reading.fpn_fuse, module_levels=module_levels)
     genotype = cut_cells(genotype, reading.cpm_nodes)
     model = ASFD(config, genotype)
     if reading.half_width:

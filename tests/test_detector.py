@@ -10,8 +10,9 @@ from asfd_cli.main import main as asfd_main
 from detectors.engine.macs import count_macs, count_parameters
 from detectors.models.anchors import AnchorGenerator
 from detectors.models.asfd import (
-    ASFD, ASFD_FAMILY, HALF_DEPTH, PAPER_TABLE5, TABLE5_HALF_DEPTH, ASFDConfig, DualShotDetector, asfd_config, autofem_modules,
-    build_asfd, build_feature_cascade, load_model, save_model,
+    ASFD, ASFD_FAMILY, HALF_DEPTH, NESTED_HALF_DEPTH, PAPER_TABLE5, TABLE5_HALF_DEPTH, ASFDConfig,
+    DualShotDetector, FeatureCascade, asfd_config, autofem_modules, build_asfd,
+    build_feature_cascade, load_model, save_model,
 )
 from detectors.models.backbones import build_backbone
 from detectors.models.heads import DetectionHeads
@@ -73,16 +74,18 @@ def test_both_shots_share_the_heads(d0):
 
 #: Table 5 ratios (ours / paper) at 640x480: within 10% in params and MACs, but the MACs of D0
 #: and D2, whose half-depth AutoFEM is the reading that learns (HALF_DEPTH; README, "The ASFD
-#: family"); with TABLE5_HALF_DEPTH, D0 and D1 are within 10%.
+#: family"); with TABLE5_HALF_DEPTH or NESTED_HALF_DEPTH, D0 and D1 are within 10%.
 TABLE5_BOUNDS = {v: ((0.9, 1.1), (0.9, 1.1)) for v in PAPER_TABLE5} | {
-    "D0": ((0.9, 1.1), (1.1, 1.3)), "D2": ((0.9, 1.1), (0.6, 0.7)),
-    "D0/table5": ((0.9, 1.1), (0.9, 1.1)), "D1/table5": ((0.9, 1.1), (0.9, 1.1))}
+    "D0": ((0.9, 1.1), (1.1, 1.3)), "D2": ((0.9, 1.1), (0.6, 0.7))} | {
+    f"{v}/{r}": ((0.9, 1.1), (0.9, 1.1)) for v in ("D0", "D1") for r in ("table5", "nested")}
+READINGS = {"": HALF_DEPTH, "table5": TABLE5_HALF_DEPTH, "nested": NESTED_HALF_DEPTH}
 
 
-@pytest.mark.parametrize("variant", [*PAPER_TABLE5, "D0/table5", "D1/table5"])
+@pytest.mark.parametrize("variant", [*PAPER_TABLE5, "D0/table5", "D1/table5", "D0/nested",
+                                     "D1/nested"])
 def test_parameters_and_macs_against_table5(variant):
     name, _, reading = variant.partition("/")
-    options = TABLE5_HALF_DEPTH.options() if reading else {}
+    options = READINGS[reading].options() if reading else {}
     with torch.device("meta"):   # shapes only: counting D6 at 640x480 takes a second
         model = build_asfd(name, **options).eval()
     params = count_parameters(model) / 1e6 / PAPER_TABLE5[name].params_m
@@ -120,6 +123,55 @@ def test_table5_half_depth_runs_both_halves_on_p4_to_p7():
     assert torch.allclose(second.cls[:, :fine_cls.shape[1]], fine_cls, atol=1e-6)
     assert len(enhanced) == 4
     assert all(not torch.equal(e, f) for e, f in zip(enhanced, first[2:]))
+
+
+def test_nested_half_depth_runs_the_cpm_on_the_coarser_fpn_outputs():
+    torch.manual_seed(0)
+    d0 = build_asfd("D0", **TINY, **NESTED_HALF_DEPTH.options()).eval()
+    fpn, cpm = d0.feature_module
+    assert tuple(fpn.blocks) == LEVELS[1:] and tuple(cpm.blocks) == LEVELS[2:]
+    assert d0.feature_module.skips == (0, 1) and d0.passthrough == 1
+    with torch.no_grad():
+        first = d0.pyramid(torch.rand(1, 3, 64, 64))[1:]
+        after_fpn = fpn(first)
+        out = d0.feature_module(first)
+        expected = [after_fpn[0], *cpm(after_fpn[1:])]
+    assert len(out) == 5 and all(torch.equal(o, e) for o, e in zip(out, expected))
+
+
+def test_feature_cascade_passes_the_skipped_finest_maps_unchanged():
+    class Double(torch.nn.Module):
+        def forward(self, feats):
+            return [2 * f for f in feats]
+
+    maps = [torch.full((1,), float(i)) for i in range(4)]
+    out = FeatureCascade(Double(), Double(), skips=(1, 3))(maps)
+    assert [o.item() for o in out] == [0.0, 2.0, 4.0, 12.0]
+    with pytest.raises(ValueError, match="1 skips for 2 feature modules"):
+        FeatureCascade(Double(), Double(), skips=(1,))
+
+
+def test_module_levels_must_be_one_coarsest_set_per_module():
+    both, levels = ("autofem_fpn", "autofem_cpm"), LEVELS[1:]
+    with pytest.raises(ValueError, match="gives 1 level sets for 2 feature modules"):
+        ASFDConfig(feature_modules=both, enhanced_levels=levels, module_levels=[levels])
+    with pytest.raises(ValueError, match="module_levels of 'autofem_cpm' must be the coarsest"):
+        ASFDConfig(feature_modules=both, enhanced_levels=levels,
+                   module_levels=[levels, ["P3", "P4"]])
+    config = ASFDConfig(feature_modules=both, enhanced_levels=levels,
+                        module_levels=[list(levels), list(LEVELS[3:])])
+    assert config.levels_per_module == (levels, LEVELS[3:])   # YAML lists accepted
+    assert ASFDConfig(feature_modules=both).levels_per_module == (LEVELS, LEVELS)
+
+
+def test_nested_reading_round_trips_through_a_model_file(tmp_path):
+    torch.manual_seed(0)
+    model = build_asfd("D0", **TINY, **NESTED_HALF_DEPTH.options()).eval()
+    loaded = load_model(save_model(model, tmp_path / "nested.pt")).eval()
+    assert loaded.config.module_levels == NESTED_HALF_DEPTH.module_levels
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).second.cls, model(x).second.cls)
 
 
 def test_enhanced_levels_must_be_the_coarsest_levels():

@@ -11,8 +11,8 @@ shots would give one prediction contradictory targets.
 
 Compound scaling (Eq. 9): ``W = 64 * theta`` for AutoFEM and heads; the depths follow Table 1,
 which Eq. 9 as printed contradicts. Depth 0.5 is :data:`HALF_DEPTH` (the AutoFEM-CPM on
-P3-P7, the reading that learns); :data:`TABLE5_HALF_DEPTH` (both halves on P4-P7) fits Table 5
-closer. The finer levels reach the second shot through the parameter-free top-down path of
+P3-P7, the reading that learns); :data:`TABLE5_HALF_DEPTH` (both halves on P4-P7) and
+:data:`NESTED_HALF_DEPTH` (the FPN on P3-P7, the CPM on P4-P7) fit Table 5 closer. The finer levels reach the second shot through the parameter-free top-down path of
 :meth:`DualShotDetector.passthrough_levels`. The calibration against Table 5
 (:attr:`ScalingRow.fpn_fuse` per row): README, "The ASFD family", and ``bench/table5.py``.
 """
@@ -101,14 +101,20 @@ PAPER_TABLE5: dict[str, PaperFigures] = dict(zip(ASFD_FAMILY, (
 
 @dataclass(frozen=True)
 class HalfDepthReading:
-    """What an AutoFEM of depth 0.5 (D0-D2, Table 1) builds: feature ``modules`` on ``levels``."""
+    """What an AutoFEM of depth 0.5 (D0-D2, Table 1) builds: feature ``modules`` on ``levels``,
+    or each on its ``module_levels`` set (:attr:`ASFDConfig.module_levels`)."""
 
     modules: tuple[str, ...]
     levels: tuple[str, ...]
+    module_levels: tuple[tuple[str, ...], ...] = ()
 
-    def options(self) -> dict[str, list[str]]:
+    def options(self) -> dict[str, Any]:
         """The ``model.options`` that select this reading."""
-        return {"feature_modules": list(self.modules), "enhanced_levels": list(self.levels)}
+        options: dict[str, Any] = {"feature_modules": list(self.modules),
+                                   "enhanced_levels": list(self.levels)}
+        if self.module_levels:
+            options["module_levels"] = [list(levels) for levels in self.module_levels]
+        return options
 
 
 #: Depth 0.5 as D0-D2 build it: AutoFEM-CPM alone on P3-P7, the reading that trains from scratch
@@ -117,6 +123,10 @@ HALF_DEPTH = HalfDepthReading(("autofem_cpm",), LEVELS[1:])
 #: Both AutoFEM halves on P4-P7: within 10% of Table 5 for D0 and D1, but in 40 CPU minutes it
 #: learns no small faces (README, "The ASFD family"); ``model.options`` select it.
 TABLE5_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[2:])
+#: Both halves, the FPN on P3-P7 and the CPM on P4-P7: within 10% of Table 5 for D0 and D1,
+#: with a learned module on P3 (which TABLE5_HALF_DEPTH lacks); ``model.options`` select it.
+NESTED_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:],
+                                     (LEVELS[1:], LEVELS[2:]))
 
 
 def autofem_modules(depth: float) -> tuple[str, ...]:
@@ -150,7 +160,10 @@ class ASFDConfig:
     per-map BatchNorm and prior-probability initialisation (:mod:`detectors.models.heads`);
     ``passthrough_topdown`` feeds the levels outside ``enhanced_levels`` a top-down path
     (:meth:`DualShotDetector.passthrough_levels`); ``fpn_fuse`` is the kind of ``F_c`` of an
-    ``autofem_fpn`` module (:data:`search_spaces.fpn.FUSE_BLOCKS`).
+    ``autofem_fpn`` module (:data:`search_spaces.fpn.FUSE_BLOCKS`). ``module_levels``, one
+    level set per feature module (each the coarsest of ``enhanced_levels``), narrows a module
+    to its set: the finer enhanced levels pass it unchanged (e.g. the FPN on P3-P7, the CPM on
+    P4-P7); empty puts every module on ``enhanced_levels``.
     """
 
     backbone: str = "mobilenet0.25"
@@ -165,17 +178,30 @@ class ASFDConfig:
     passthrough_topdown: bool = True
     dual_shot: bool = True
     anchors: AnchorGenerator = field(default_factory=lambda: AnchorGenerator(aspect_ratio=1.5))
+    module_levels: tuple[tuple[str, ...], ...] = ()
     name: str = ""
 
     def __post_init__(self) -> None:
         for key in ("feature_modules", "enhanced_levels"):  # YAML gives lists
             object.__setattr__(self, key, tuple(getattr(self, key)))
+        object.__setattr__(self, "module_levels", tuple(tuple(s) for s in self.module_levels))
         if isinstance(self.anchors, dict):  # YAML / model.options give a mapping
             object.__setattr__(self, "anchors", anchors_from_dict(self.anchors))
-        n = len(self.enhanced_levels)
-        if n == 0 or self.enhanced_levels != LEVELS[len(LEVELS) - n:]:
+        if not is_coarsest(self.enhanced_levels, LEVELS):
             raise ValueError(f"enhanced_levels must be the coarsest levels of {LEVELS} (e.g. "
                              f"{HALF_DEPTH.levels}), got {self.enhanced_levels}")
+        if self.module_levels and len(self.module_levels) != len(self.feature_modules):
+            raise ValueError(f"module_levels gives {len(self.module_levels)} level sets for "
+                             f"{len(self.feature_modules)} feature modules")
+        for name, levels in zip(self.feature_modules, self.module_levels):
+            if not is_coarsest(levels, self.enhanced_levels):
+                raise ValueError(f"module_levels of {name!r} must be the coarsest levels of "
+                                 f"enhanced_levels {self.enhanced_levels}, got {levels}")
+
+    @property
+    def levels_per_module(self) -> tuple[tuple[str, ...], ...]:
+        """The level set of each feature module (``module_levels``, else ``enhanced_levels``)."""
+        return self.module_levels or (self.enhanced_levels,) * len(self.feature_modules)
 
     @property
     def passthrough(self) -> int:
@@ -209,6 +235,11 @@ def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
     return replace_fields(base, overrides, f"model.options of ASFD-{variant}")
 
 
+def is_coarsest(levels: Sequence[str], of: Sequence[str]) -> bool:
+    """Whether ``levels`` are the last (coarsest) ones of ``of``, one at least."""
+    return 0 < len(levels) <= len(of) and tuple(levels) == tuple(of[len(of) - len(levels):])
+
+
 def head_map_count(dual_shot: bool, passthrough: int) -> int:
     """Maps of a dual-shot detector's heads: every level of the second shot, and the first
     shot's levels (those not passed through) when there is a first shot."""
@@ -216,12 +247,20 @@ def head_map_count(dual_shot: bool, passthrough: int) -> int:
 
 
 class FeatureCascade(nn.Sequential):
-    """Feature modules applied one after the other (pyramid in, pyramid out)."""
+    """Feature modules applied one after the other (pyramid in, pyramid out). ``skips[i]``
+    finest maps pass module ``i`` unchanged (it maps the coarser ones); none by default."""
+
+    def __init__(self, *modules: nn.Module, skips: Sequence[int] = ()) -> None:
+        super().__init__(*modules)
+        self.skips = tuple(skips) or (0,) * len(modules)
+        if len(self.skips) != len(modules):
+            raise ValueError(f"{len(self.skips)} skips for {len(modules)} feature modules")
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
-        for module in self:
-            feats = module(feats)
-        return list(feats)
+        feats = list(feats)
+        for module, skip in zip(self, self.skips):
+            feats = feats[:skip] + list(module(feats[skip:]))
+        return feats
 
 
 class DualShotDetector(nn.Module):
@@ -306,18 +345,21 @@ class DualShotDetector(nn.Module):
 def build_feature_cascade(
     names: Sequence[str], channels: int, genotype: Genotype | None,
     levels: Sequence[str] = LEVELS, options: Mapping[str, Mapping[str, Any]] | None = None,
+    module_levels: Sequence[Sequence[str]] = (),
 ) -> FeatureCascade:
-    """Registered feature modules ``names`` in order, on ``levels``; AutoFEM ones are built from
+    """Registered feature modules ``names`` in order, on ``levels`` (or each on its
+    ``module_levels`` set, the coarsest of ``levels``); AutoFEM ones are built from
     ``genotype``; ``options[name]`` are extra keyword arguments of module ``name``."""
-    modules = []
-    for name in names:
+    modules, skips = [], []
+    for name, own in zip(names, module_levels or [levels] * len(names), strict=True):
         kwargs = dict((options or {}).get(name, {}))
         if name in GENOTYPE_FEATURE_MODULES:
             if genotype is None:
                 raise ValueError(f"feature module {name!r} needs a genotype")
             kwargs["genotype"] = genotype
-        modules.append(build_feature_module(name, channels, levels=levels, **kwargs))
-    return FeatureCascade(*modules)
+        modules.append(build_feature_module(name, channels, levels=tuple(own), **kwargs))
+        skips.append(len(levels) - len(own))
+    return FeatureCascade(*modules, skips=skips)
 
 
 class ASFD(DualShotDetector):
@@ -330,7 +372,8 @@ class ASFD(DualShotDetector):
             backbone=build_backbone(config.backbone),
             feature_module=build_feature_cascade(
                 config.feature_modules, config.width, genotype if needs_genotype else None,
-                config.enhanced_levels, {"autofem_fpn": {"fuse": config.fpn_fuse}}),
+                config.enhanced_levels, {"autofem_fpn": {"fuse": config.fpn_fuse}},
+                config.module_levels),
             heads=DetectionHeads(config.width, config.head_depth, config.head_conv,
                                  config.head_norm, config.head_maps, config.cls_prior),
             channels=config.width, anchors=config.anchors, dual_shot=config.dual_shot,
