@@ -6,9 +6,9 @@ device (shapes only: the whole script takes seconds), genotype ``asfd_paper_like
 * ``family``: D0-D6 as built by ``build_asfd``, with the ratios to Table 5;
 * ``half``: candidate readings of Table 1's AutoFEM depth 0.5 at D0-D2, each with both AutoFEM
   halves unless it says otherwise: the level set the cascade runs on (the finer levels take
-  the parameter-free top-down path), a narrower level set for the CPM, CPM cells cut to their first ``n`` nodes (a half-depth
-  CPM), and half-width modules (a 1x1 conv to ``W/2`` before the cascade and back to ``W``
-  after it, per level);
+  the parameter-free top-down path), a narrower level set for the CPM, CPM cells cut to their
+  first ``n`` nodes (a half-depth CPM), and half-width modules (a 1x1 conv to ``W/2`` before
+  the cascade and back to ``W`` after it, per level);
 * ``fuse``: D0-D6 with AutoFEM-FPN's ``F_c`` separable and dense.
 
 Run: ``PYTHONPATH=. python bench/table5.py [--tables family half fuse]``. Measured figures:

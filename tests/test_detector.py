@@ -160,8 +160,8 @@ def test_module_levels_must_be_one_coarsest_set_per_module():
                    module_levels=[levels, ["P3", "P4"]])
     config = ASFDConfig(feature_modules=both, enhanced_levels=levels,
                         module_levels=[list(levels), list(LEVELS[3:])])
-    assert config.levels_per_module == (levels, LEVELS[3:])   # YAML lists accepted
-    assert ASFDConfig(feature_modules=both).levels_per_module == (LEVELS, LEVELS)
+    assert config.module_levels == (levels, LEVELS[3:])   # YAML lists accepted
+    assert ASFDConfig(feature_modules=both).module_levels == ()   # every module on all levels
 
 
 def test_nested_reading_round_trips_through_a_model_file(tmp_path):

@@ -12,7 +12,8 @@ shots would give one prediction contradictory targets.
 Compound scaling (Eq. 9): ``W = 64 * theta`` for AutoFEM and heads; the depths follow Table 1,
 which Eq. 9 as printed contradicts. Depth 0.5 is :data:`HALF_DEPTH` (the AutoFEM-CPM on
 P3-P7, the reading that learns); :data:`TABLE5_HALF_DEPTH` (both halves on P4-P7) and
-:data:`NESTED_HALF_DEPTH` (the FPN on P3-P7, the CPM on P4-P7) fit Table 5 closer. The finer levels reach the second shot through the parameter-free top-down path of
+:data:`NESTED_HALF_DEPTH` (the FPN on P3-P7, the CPM on P4-P7) fit Table 5 closer. The finer
+levels reach the second shot through the parameter-free top-down path of
 :meth:`DualShotDetector.passthrough_levels`. The calibration against Table 5
 (:attr:`ScalingRow.fpn_fuse` per row): README, "The ASFD family", and ``bench/table5.py``.
 """
@@ -197,11 +198,6 @@ class ASFDConfig:
             if not is_coarsest(levels, self.enhanced_levels):
                 raise ValueError(f"module_levels of {name!r} must be the coarsest levels of "
                                  f"enhanced_levels {self.enhanced_levels}, got {levels}")
-
-    @property
-    def levels_per_module(self) -> tuple[tuple[str, ...], ...]:
-        """The level set of each feature module (``module_levels``, else ``enhanced_levels``)."""
-        return self.module_levels or (self.enhanced_levels,) * len(self.feature_modules)
 
     @property
     def passthrough(self) -> int:
