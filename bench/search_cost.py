@@ -17,8 +17,8 @@ AutoFEM-FPN supernet (S_FPN, partial channels ``k``) on a six-level pyramid whos
 (``detectors.engine.macs.count_macs``).
 
 Run: ``PYTHONPATH=. python bench/search_cost.py --channels 32 --size 40 --batch 2`` (CPU) or
-``--device cuda`` on a GPU. Measured figures, and why the ratios fall short of the edge ratio:
-README, "Benchmark: search cost of one cell".
+``--device cuda`` on a GPU. Measured figures, and what the memory ratio needs to reach the edge
+ratio: README, "Benchmark: search cost of one cell".
 """
 from __future__ import annotations
 

@@ -61,7 +61,10 @@ class SlotProjection(nn.Module):
 
     ``forward(xs, slots)`` takes the tensors of the present slots only; it equals the projection
     of the full concatenation with every absent slot set to zero, computed without the zeros:
-    the conv runs on the weight columns of the present slots.
+    the conv runs on the weight columns of the present slots. With autograd on it sums one conv
+    per slot instead, so that the backward keeps the slot tensors themselves, never a
+    concatenated copy (a top-1 tree node's tensor is kept anyway, see
+    :func:`~nas_search.gumbel.scale_by_sample`); without, one conv on the concatenation.
     """
 
     def __init__(self, n_slots: int, channels: int):
@@ -78,7 +81,12 @@ class SlotProjection(nn.Module):
         return torch.cat([self.conv.weight[:, s * c:(s + 1) * c] for s in slots], dim=1)
 
     def forward(self, xs: Sequence[Tensor], slots: Sequence[int]) -> Tensor:
-        return self.bn(F.conv2d(torch.cat(list(xs), dim=1), self.slot_weight(slots)))
+        if not torch.is_grad_enabled():
+            return self.bn(F.conv2d(torch.cat(list(xs), dim=1), self.slot_weight(slots)))
+        c = self.channels
+        first, *rest = [F.conv2d(x, self.conv.weight[:, s * c:(s + 1) * c])
+                        for x, s in zip(xs, slots, strict=True)]
+        return self.bn(sum(rest, start=first))
 
 
 class SearchCell(GumbelSampled, nn.Module):

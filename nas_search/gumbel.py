@@ -28,6 +28,11 @@ class GumbelSampled:
         return hard_gumbel_softmax(logits, self.temperature, self.gumbel_generator,
                                    scale_by_length)
 
+    @staticmethod
+    def scale_by_sample(weight: Tensor, y: Tensor) -> Tensor:
+        """:func:`scale_by_sample`."""
+        return scale_by_sample(weight, y)
+
 
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
                  device: torch.device | str | None = None,
@@ -64,6 +69,36 @@ def hard_gumbel_softmax(logits: Tensor, tau: float, generator: torch.Generator |
     one_hot[index] = 1.0
     scaled = probs * logits.numel() if scale_by_length else probs
     return one_hot + (scaled - scaled.detach()), index
+
+
+class _ScaleBySample(torch.autograd.Function):
+    """``weight * y`` saving the product, not ``y``: ``d/d weight = <grad, out> / weight``."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+        out = y * weight
+        ctx.save_for_backward(weight, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        weight, out = ctx.saved_tensors
+        grad_weight = ((grad * out).sum() / weight).to(weight.dtype) \
+            if ctx.needs_input_grad[0] else None
+        grad_y = grad * weight if ctx.needs_input_grad[1] else None
+        return grad_weight, grad_y
+
+
+def scale_by_sample(weight: Tensor, y: Tensor) -> Tensor:
+    """``weight * y`` for the 0-dim ``weight`` of a hard sample (forward value exactly 1,
+    :func:`hard_gumbel_softmax`), with the gradients of the plain product.
+
+    Autograd's product saves ``y`` for the weight's gradient, and whatever consumes the product
+    saves the product too. This one saves only the product (the weight's gradient is
+    ``<grad, out> / weight``, exact for a weight of 1), so a consumer that also saves it (the
+    cell's projection) shares one tensor. ``weight`` must not be 0.
+    """
+    return _ScaleBySample.apply(weight, y)
 
 
 def linear_temperature(progress: float, total: float, start: float = 10.0,

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from genotypes.schema import CellGenotype, Edge, NodeGenotype
 from nas_search.cell import (
-    FixedCell, SearchCell, best_op, edge_index, node_edges, num_edges,
+    FixedCell, SearchCell, SlotProjection, best_op, edge_index, node_edges, num_edges,
 )
 from nas_search.gumbel import gumbel_noise
+from nas_search.runtime import ActivationMeter
 from nas_search.strategies import get_strategy
 from nas_toys import CONV_OPS, ToySupernet
 
@@ -68,6 +69,34 @@ def test_top1_tree_runs_exactly_one_incoming_edge_per_node_with_weight_one():
         # node value (projection input) is the edge output itself: weight exactly 1.0
         assert torch.equal(got["xs"][j - 1], calls[edge_index(ran[0], j)][0])
     assert sum(map(len, calls.values())) == 4  # n of the n(n+1)/2 = 10 edges
+
+
+def test_slot_projection_with_autograd_sums_slot_convs_and_saves_no_concatenation():
+    torch.manual_seed(0)
+    project = SlotProjection(n_slots=3, channels=4).eval()
+    xs = [torch.randn(2, 4, 5, 5, requires_grad=True) for _ in range(2)]
+    with torch.no_grad():
+        expected = project(xs, [0, 2])
+    with ActivationMeter() as meter:
+        got = project(xs, [0, 2])
+    torch.testing.assert_close(got, expected)
+    assert not any(key.endswith(" 8 ch") for key in meter.saved_by)  # the two slots stacked
+    upstream = torch.randn_like(got)
+    grads = torch.autograd.grad((got * upstream).sum(), [*xs, project.conv.weight])
+    stacked = project.bn(F.conv2d(torch.cat(xs, dim=1), project.slot_weight([0, 2])))
+    expected_grads = torch.autograd.grad((stacked * upstream).sum(), [*xs, project.conv.weight])
+    torch.testing.assert_close(grads, expected_grads)
+
+
+def test_top1_tree_cell_saves_each_node_once_for_the_backward():
+    cell, x = make_cell(n_nodes=4, k=2), torch.randn(2, 4, 5, 5)
+    with ActivationMeter(exclude=cell.parameters()) as meter:
+        cell(x)
+    node_bytes = x.numel() * 4
+    # the node values w_i * MixedOp(x_i), saved once for the parent weight's gradient and the
+    # projection alike; nothing n-slot wide (4 nodes x 4 channels)
+    assert meter.saved_by["_ScaleBySampleBackward, 4 ch"] == 4 * node_bytes
+    assert not any(key.endswith(" 16 ch") for key in meter.saved_by)
 
 
 def test_top1_tree_parent_gradient_is_softmax_gradient_times_parent_count():

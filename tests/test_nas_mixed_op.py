@@ -5,8 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas_search.gumbel import gumbel_noise, hard_gumbel_softmax, linear_temperature
+from nas_search.gumbel import (
+    gumbel_noise, hard_gumbel_softmax, linear_temperature, scale_by_sample,
+)
 from nas_search.mixed_op import MixedOp, channel_shuffle, channel_unshuffle
+from nas_search.runtime import ActivationMeter
 
 
 def channels_of(x: torch.Tensor) -> list[int]:
@@ -112,6 +115,21 @@ def test_straight_through_gradient_is_softmax_gradient_times_length(scale_by_len
     p = torch.softmax((logits.detach() + g) / tau, 0)
     expected = (p * (upstream - (p * upstream).sum())) / tau  # J_softmax^T upstream
     torch.testing.assert_close(grad, expected * (4 if scale_by_length else 1))
+
+
+@pytest.mark.parametrize("value", [1.0, -2.5])
+def test_scale_by_sample_has_the_product_gradients_and_saves_only_the_product(value):
+    source, upstream = torch.randn(2, 3, 4, 4, requires_grad=True), torch.randn(2, 3, 4, 4)
+    grads, saved = [], []
+    for scale in (torch.mul, scale_by_sample):
+        weight = torch.tensor(value, requires_grad=True)
+        with ActivationMeter(exclude=[upstream]) as meter:
+            out = scale(weight, source * 2)
+            loss = (out.square() * upstream).sum()  # a consumer that saves the product
+        grads.append(torch.autograd.grad(loss, [weight, source]))
+        saved.append(meter.saved_bytes)
+    torch.testing.assert_close(grads[1], grads[0])
+    assert saved == [2 * 2 * 3 * 16 * 4, 2 * 3 * 16 * 4]  # y and the product / the product
 
 
 def test_gumbel_argmax_samples_follow_softmax_of_logits():

@@ -12,6 +12,7 @@ from asfd_cli.main import main
 from genotypes import CellGenotype, Edge, Genotype, GenotypeError, GenotypeMeta, NodeGenotype
 from genotypes.io import save_genotype
 from nas_search.cell import SearchCell, edge_index
+from nas_search.gumbel import scale_by_sample
 from nas_search.search import SearchConfig, search
 from nas_search.strategies import (
     STRATEGIES, SearchStrategy, get_strategy, list_strategies, register_strategy,
@@ -30,6 +31,8 @@ class Sampler:
         self.drawn.append(scale_by_length)
         return torch.nn.functional.one_hot(torch.tensor(self.index), len(logits)).float(), \
             self.index
+
+    scale_by_sample = staticmethod(scale_by_sample)
 
 
 def edges_called(values):

@@ -26,13 +26,16 @@ EdgeFn = Callable[[int], "Tensor"]
 
 
 class NodeSampler(Protocol):
-    """What a strategy may ask of the module it runs in: whether it trains, and a hard Gumbel
-    sample from its stream (:class:`~nas_search.gumbel.GumbelSampled`)."""
+    """What a strategy may ask of the module it runs in: whether it trains, a hard Gumbel
+    sample from its stream, and the product of a sample's weight with an edge output that saves
+    only the product (:class:`~nas_search.gumbel.GumbelSampled`)."""
 
     training: bool
 
     def gumbel_sample(self, logits: Tensor, scale_by_length: bool = True
                       ) -> tuple[Tensor, int]: ...
+
+    def scale_by_sample(self, weight: Tensor, y: Tensor) -> Tensor: ...
 
 
 class SearchStrategy(abc.ABC):

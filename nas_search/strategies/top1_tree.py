@@ -28,7 +28,7 @@ class Top1Tree(SearchStrategy):
         if not sampler.training:
             return edge(int(gamma.argmax()))
         w, i = sampler.gumbel_sample(gamma)  # length-scaled straight-through gradient (Eq. 5)
-        return w[i] * edge(i)
+        return sampler.scale_by_sample(w[i], edge(i))  # saves one tensor per node
 
     def derive_parents(self, gamma: Tensor, op_strength: Sequence[float],
                        top_k: int) -> list[int]:
