@@ -33,7 +33,13 @@ Our definitions where the paper is loose:
   paths it keeps.
 * The gating ``x C_i`` multiplies the *resized* path output, as in the P_6 line of Eq. 2 (the P_2
   line, ``F_up(O(P^td_3 x C_2))``, multiplies before resizing, which cannot type-check: read as a
-  typo).
+  typo). The genotype's ``gate`` (:data:`~search_spaces.schemas.FPN_GATES`) says by what:
+  ``product``, ``C_i`` as printed; ``normalized``, ``C_i / rms(C_i)`` (per image, over channels
+  and positions). A product of two maps is of degree 2 in the network's input scale, and the
+  recursive pathway compounds it: level i's ``td`` term is of degree ``1 + (levels above)``.
+  Batch statistics hide this in training; with BN's running statistics at test time a
+  shift in feature scale (another image size) is raised to that power (README, "The ASFD
+  family"). The normalized gate keeps every term of degree 1, parameter-free.
 * ``F_up`` is bilinear resizing to ``C_i``'s exact size; ``F_down`` is 3x3/2 max pooling
   (``ceil(size / 2)``, see :func:`search_spaces.ops.downsample_to`).
 * ``F_c`` is one separable 3x3 unit (ReLU -> depthwise 3x3 -> pointwise -> BN), the same block
@@ -62,7 +68,8 @@ from nas_search.supernet import ArchTable
 from search_spaces.baselines import FeatureModule, register_feature_module
 from search_spaces.ops import SepConv, downsample_to, upsample_to
 from search_spaces.schemas import (
-    FPN_PATHS, FPN_PATHWAYS, LEVELS, FPNGenotype, FPNLevelGenotype, FPNPathway, fpn_of,
+    FPN_GATES, FPN_PATHS, FPN_PATHWAYS, LEVELS, FPNGate, FPNGenotype, FPNLevelGenotype,
+    FPNPathway, fpn_of,
 )
 
 
@@ -93,12 +100,25 @@ def check_pathway(pathway: str) -> FPNPathway:
     return pathway
 
 
-def gate(path: str, y: Tensor, c: Tensor) -> Tensor:
+#: The ``rms`` floor of a normalized gate (an all-zero ``C_i`` gates to zero).
+GATE_EPS = 1e-5
+
+
+def gate(path: str, y: Tensor, c: Tensor, kind: FPNGate = "product") -> Tensor:
     """One Eq. 2 term before its beta: ``y`` on the same level, ``F_up(y) x C_i`` top-down,
-    ``F_down(y) x C_i`` bottom-up."""
+    ``F_down(y) x C_i`` bottom-up; a ``normalized`` gate divides ``C_i`` by its per-image rms."""
     if path == "same":
         return y
+    if kind == "normalized":
+        c = c * torch.rsqrt(c.square().mean(dim=(1, 2, 3), keepdim=True) + GATE_EPS)
     return (upsample_to(y, c) if path == "td" else downsample_to(y, c)) * c
+
+
+def check_gate(kind: str) -> FPNGate:
+    """``kind`` if it is one of :data:`FPN_GATES`, else a ValueError naming them."""
+    if kind not in FPN_GATES:
+        raise ValueError(f"unknown FPN gate {kind!r}; expected one of {FPN_GATES}")
+    return kind
 
 
 class _FusionLevel(nn.Module):
@@ -119,9 +139,10 @@ class _FusionLevel(nn.Module):
         """The input of ``F_c``: this level's terms, in ``paths`` order, fused."""
         raise NotImplementedError
 
-    def term(self, path: str, x: Tensor, c: Tensor) -> Tensor:
-        """The ``path`` term of this level before its beta, on input ``x`` (:func:`gate`)."""
-        return gate(path, self.run_path(self.paths.index(path), path, x), c)
+    def term(self, path: str, x: Tensor, c: Tensor, kind: FPNGate) -> Tensor:
+        """The ``path`` term of this level before its beta, on input ``x``, gated by ``kind``
+        (:func:`gate`)."""
+        return gate(path, self.run_path(self.paths.index(path), path, x), c, kind)
 
     def forward(self, terms: dict[str, Tensor]) -> Tensor:
         """``F_c`` of the fused terms ``{path: term}`` of this level."""
@@ -129,20 +150,20 @@ class _FusionLevel(nn.Module):
 
 
 def path_terms(blocks: Sequence[_FusionLevel], feats: Sequence[Tensor],
-               pathway: FPNPathway) -> list[dict[str, Tensor]]:
-    """Every level's Eq. 2 terms ``{path: term}``, finest level first. The top-down pass runs
-    from the top level down and the bottom-up pass from the bottom level up; on each, a level's
-    path reads the previous level's term (``recursive``; the passes start from the top and the
-    bottom backbone maps) or the neighbouring backbone map (``one_hop``)."""
+               pathway: FPNPathway, kind: FPNGate = "product") -> list[dict[str, Tensor]]:
+    """Every level's Eq. 2 terms ``{path: term}``, finest level first, gated by ``kind``. The
+    top-down pass runs from the top level down and the bottom-up pass from the bottom level up;
+    on each, a level's path reads the previous level's term (``recursive``; the passes start
+    from the top and the bottom backbone maps) or the neighbouring backbone map (``one_hop``)."""
     recursive = check_pathway(pathway) == "recursive"
-    terms = [{"same": block.term("same", c, c)} for block, c in zip(blocks, feats)]
+    terms = [{"same": block.term("same", c, c, kind)} for block, c in zip(blocks, feats)]
     td = feats[-1]
     for i in reversed(range(len(feats) - 1)):
-        td = blocks[i].term("td", td if recursive else feats[i + 1], feats[i])
+        td = blocks[i].term("td", td if recursive else feats[i + 1], feats[i], kind)
         terms[i]["td"] = td
     bu = feats[0]
     for i in range(1, len(feats)):
-        bu = blocks[i].term("bu", bu if recursive else feats[i - 1], feats[i])
+        bu = blocks[i].term("bu", bu if recursive else feats[i - 1], feats[i], kind)
         terms[i]["bu"] = bu
     return terms
 
@@ -233,27 +254,30 @@ class _FPN(FeatureModule):
 
     blocks: nn.ModuleDict
     pathway: FPNPathway
+    gate: FPNGate
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
         self.check_pyramid(feats)
         blocks = [self.blocks[lv] for lv in self.levels]
-        return [block(t) for block, t in zip(blocks, path_terms(blocks, feats, self.pathway))]
+        terms = path_terms(blocks, feats, self.pathway, self.gate)
+        return [block(t) for block, t in zip(blocks, terms)]
 
     def extra_repr(self) -> str:
-        return f"pathway={self.pathway}"
+        return f"pathway={self.pathway}, gate={self.gate}"
 
 
 class AutoFEMFPNSearch(_FPN):
     """The AutoFEM-FPN supernet: every O of Eq. 2 a PC-DARTS MixedOp over ``op_set`` (``1/k`` of
     the channels), ``arch_alpha`` per path per level, ``arch_beta`` per level; the paths read
-    what ``pathway`` says and each level fuses them by ``strategy`` (module docstring), one that
-    runs every path: a level keeps them all."""
+    what ``pathway`` says, gated as ``gate`` says, and each level fuses them by ``strategy``
+    (module docstring), one that runs every path: a level keeps them all."""
 
     def __init__(self, channels: int, k: int = 4, op_set: str = "S_FPN",
                  levels: Sequence[str] = LEVELS, pathway: FPNPathway = "recursive",
-                 strategy: str | SearchStrategy = "pcdarts") -> None:
+                 strategy: str | SearchStrategy = "pcdarts", gate: FPNGate = "product") -> None:
         super().__init__(channels, levels)
         self.op_set, self.k, self.pathway = op_set, k, check_pathway(pathway)
+        self.gate = check_gate(gate)
         self.strategy = get_strategy(strategy)
         if self.strategy.samples_path:
             raise ValueError(f"AutoFEM-FPN search: strategy {self.strategy.name!r} samples a "
@@ -267,19 +291,20 @@ class AutoFEMFPNSearch(_FPN):
     @torch.no_grad()
     def derive(self) -> FPNGenotype:
         """Each path keeps its strongest op (argmax alpha); fusion keeps softmax(beta); the
-        genotype records the pathway."""
+        genotype records the pathway and the gate."""
         return FPNGenotype(levels={lv: block.derive() for lv, block in self.blocks.items()},
-                           pathway=self.pathway)
+                           pathway=self.pathway, gate=self.gate)
 
 
 class AutoFEMFPN(_FPN):
-    """The derived AutoFEM-FPN: only the genotype's ops and pathway, learnable fusion weights,
-    ``F_c`` of kind ``fuse``."""
+    """The derived AutoFEM-FPN: only the genotype's ops, pathway and gate, learnable fusion
+    weights, ``F_c`` of kind ``fuse``."""
 
     def __init__(self, channels: int, genotype: FPNGenotype,
                  levels: Sequence[str] = LEVELS, fuse: FuseKind = "separable") -> None:
         super().__init__(channels, levels)
         self.genotype, self.pathway = genotype, check_pathway(genotype.pathway)
+        self.gate = check_gate(genotype.gate)
         self.fuse_kind = fuse
         blocks = {}
         for i, lv in enumerate(self.levels):
@@ -297,11 +322,11 @@ class AutoFEMFPN(_FPN):
         if self.fuse_kind != "separable":
             raise ValueError(f"load_from_search: this module's F_c is {self.fuse_kind!r}, the "
                              f"supernet's is separable")
-        if (search.levels, search.channels, search.pathway) != (
-                self.levels, self.channels, self.pathway):
-            raise ValueError(f"supernet levels/channels/pathway {search.levels}/{search.channels}/"
-                             f"{search.pathway} differ from {self.levels}/{self.channels}/"
-                             f"{self.pathway}")
+        if (search.levels, search.channels, search.pathway, search.gate) != (
+                self.levels, self.channels, self.pathway, self.gate):
+            raise ValueError(f"supernet levels/channels/pathway/gate {search.levels}/"
+                             f"{search.channels}/{search.pathway}/{search.gate} differ from "
+                             f"{self.levels}/{self.channels}/{self.pathway}/{self.gate}")
         for lv, block in self.blocks.items():
             source = search.blocks[lv]
             block.fuse.load_state_dict(source.fuse.state_dict())

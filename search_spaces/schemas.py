@@ -7,6 +7,7 @@ import and free of torch, so that ``asfd render`` and ``asfd genotypes`` start f
 
       fpn:
         pathway: recursive     # or one_hop; absent (older files): one_hop
+        gate: normalized       # or product; absent (older files): product
         levels:
           P2: {same: conv_1x1, td: sep_conv_5x5, bu: null, fusion: {same: 0.42, td: 0.58}}
           ...                  # exactly P2..P7
@@ -41,6 +42,11 @@ FPN_PATHS: tuple[str, ...] = ("same", "td", "bu")
 #: ``recursive`` the previous level's path feature (Fig. 3(d), PANet/BiFPN), ``one_hop`` the
 #: neighbouring backbone map. Files written before the field existed hold ``one_hop`` networks.
 FPN_PATHWAYS: tuple[str, ...] = ("recursive", "one_hop")
+FPNGate = Literal["product", "normalized"]
+#: How a ``td`` / ``bu`` path is gated by ``C_i`` (Eq. 2, ``search_spaces.fpn.gate``):
+#: ``product`` the printed ``x C_i``, ``normalized`` ``x C_i / rms(C_i)`` per image. Files
+#: written before the field existed hold ``product`` networks.
+FPN_GATES: tuple[str, ...] = ("product", "normalized")
 #: Which level feeds a path of level i: itself, the level above (top-down), below (bottom-up).
 PATH_SOURCE_OFFSET: dict[str, int] = {"same": 0, "td": 1, "bu": -1}
 #: A drawing's legend for each path, in :data:`FPN_PATHS` order.
@@ -88,11 +94,13 @@ class FPNLevelGenotype:
 
 @dataclass(frozen=True)
 class FPNGenotype:
-    """The levels of an AutoFEM-FPN and the ``pathway`` its paths were searched with
-    (:data:`FPN_PATHWAYS`; absent from older files, which read as ``one_hop``)."""
+    """The levels of an AutoFEM-FPN, the ``pathway`` its paths were searched with
+    (:data:`FPN_PATHWAYS`; absent from older files, which read as ``one_hop``) and its ``gate``
+    (:data:`FPN_GATES`; absent: ``product``)."""
 
     levels: dict[str, FPNLevelGenotype]
     pathway: FPNPathway = "one_hop"
+    gate: FPNGate = "product"
 
 
 def fpn_of(genotype: Genotype) -> FPNGenotype | None:
@@ -121,7 +129,8 @@ class FPNSection(SectionSchema):
     flow_depth = 2  # one level per line
 
     def parse(self, value: Any) -> FPNGenotype:
-        data = read_mapping(value, "fpn", keys=("pathway", "levels"), required=("levels",))
+        data = read_mapping(value, "fpn", keys=("pathway", "gate", "levels"),
+                            required=("levels",))
         parsed = {}
         for name, lv in read_mapping(data["levels"], "fpn.levels").items():
             path = f"fpn.levels.{name}"
@@ -135,10 +144,11 @@ class FPNSection(SectionSchema):
                 fusion={p: read_number(w, f"{path}.fusion.{p}") for p, w in fusion.items()})
         # a file written before ``pathway`` existed holds a one-hop network
         pathway = read_str(data.get("pathway", "one_hop"), "fpn.pathway")
-        return FPNGenotype(levels=parsed, pathway=pathway)
+        gate = read_str(data.get("gate", "product"), "fpn.gate")  # likewise a product gate
+        return FPNGenotype(levels=parsed, pathway=pathway, gate=gate)
 
     def to_dict(self, section: FPNGenotype) -> dict[str, Any]:
-        return {"pathway": section.pathway,
+        return {"pathway": section.pathway, "gate": section.gate,
                 "levels": {name: {"same": lv.same, "td": lv.td, "bu": lv.bu,
                                   "fusion": dict(lv.fusion)}
                            for name, lv in section.levels.items()}}
@@ -146,11 +156,14 @@ class FPNSection(SectionSchema):
     def problems(self, section: FPNGenotype, known_ops: Collection[str] | None) -> list[str]:
         """Eq. (2): levels exactly P2..P7; ``td`` everywhere but the top, ``bu`` everywhere but
         the bottom; fusion weights softmax(beta) over exactly the paths present; a known
-        pathway."""
+        pathway and gate."""
         problems: list[str] = []
         if section.pathway not in FPN_PATHWAYS:
             problems.append(f"fpn.pathway: unknown pathway {section.pathway!r}; "
                             f"expected one of {', '.join(FPN_PATHWAYS)}")
+        if section.gate not in FPN_GATES:
+            problems.append(f"fpn.gate: unknown gate {section.gate!r}; "
+                            f"expected one of {', '.join(FPN_GATES)}")
         problems += level_set_problems("fpn.levels", section.levels, "level",
                                        "an FPN has exactly")
         top, bottom = LEVELS[-1], LEVELS[0]
@@ -190,7 +203,7 @@ class FPNSection(SectionSchema):
             DrawnEdge(f"C{LEVELS[LEVELS.index(lv) + PATH_SOURCE_OFFSET[path]][1:]}", lv,
                       rf"{path}: {op}\nβ={section.levels[lv].fusion[path]:.2f}", path)
             for lv in levels for path, op in section.levels[lv].paths().items())
-        return SectionDrawing(title=f"AutoFEM-FPN ({section.pathway} paths)",
+        return SectionDrawing(title=f"AutoFEM-FPN ({section.pathway} paths, {section.gate} gate)",
                               inputs=tuple(f"C{lv[1:]}" for lv in levels),
                               outputs=tuple(levels), edges=edges,
                               kinds=tuple(LEGEND_PATHS.items()),

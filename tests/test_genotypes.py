@@ -413,6 +413,19 @@ def test_fpn_pathway_round_trips_and_older_files_read_as_one_hop(genotype, tmp_p
     assert fpn_of(load_genotype("asfd_paper_like")).pathway == "recursive"
 
 
+def test_fpn_gate_round_trips_and_older_files_read_as_product(genotype, tmp_path):
+    normalized = with_fpn(genotype, dataclasses.replace(fpn_of(genotype), gate="normalized"))
+    path = save_genotype(normalized, tmp_path / "g.yaml")
+    assert "gate: normalized" in path.read_text()
+    assert fpn_of(load_genotype(path)).gate == "normalized"
+    data = genotype_to_dict(normalized)
+    del data["fpn"]["gate"]   # a file written before the field existed
+    assert fpn_of(genotype_from_dict(data)).gate == "product"
+    data["fpn"]["gate"] = "sigmoid"
+    with pytest.raises(GenotypeError, match="fpn.gate: unknown gate 'sigmoid'"):
+        genotype_from_dict(data)
+
+
 def test_unknown_fpn_pathway_names_the_field(genotype):
     data = genotype_to_dict(genotype)
     data["fpn"]["pathway"] = "two_hop"

@@ -112,6 +112,40 @@ def test_gate_resizes_then_multiplies_by_the_level_map():
     assert torch.equal(gate("bu", fine, c)[0, 0], expected)
 
 
+def test_normalized_gate_divides_the_level_map_by_its_rms_per_image():
+    c = torch.stack([torch.full((1, 3, 3), 2.0), torch.full((1, 3, 3), -5.0)])
+    coarse = torch.full((2, 1, 2, 2), 3.0)
+    expected = torch.stack([torch.full((1, 3, 3), 3.0), torch.full((1, 3, 3), -3.0)])
+    torch.testing.assert_close(gate("td", coarse, c, "normalized"), expected)
+    assert torch.equal(gate("td", coarse, torch.zeros(2, 1, 3, 3), "normalized"),
+                       torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match="unknown FPN gate 'sigmoid'"):
+        AutoFEMFPNSearch(C, k=1, gate="sigmoid")
+
+
+@pytest.mark.parametrize("pathway, kind, td_degree, bu_degree", [
+    ("recursive", "product", [6, 5, 4, 3, 2], [2, 3, 4, 5, 6]),
+    ("one_hop", "product", [2] * 5, [2] * 5),
+    ("recursive", "normalized", [1] * 5, [1] * 5),
+])
+def test_gate_sets_the_degree_of_each_term_in_the_input_scale(pathway, kind, td_degree,
+                                                              bu_degree):
+    """With BN's statistics fixed (eval), every op is of degree 1 in its input: a product gate
+    adds degrees and the recursive pathway compounds them; the normalized gate keeps 1."""
+    torch.manual_seed(0)
+    fpn = AutoFEMFPNSearch(C, k=1, pathway=pathway, gate=kind).eval()
+    blocks = [fpn.blocks[lv] for lv in LEVELS]
+    feats = [f.abs() + 0.1 for f in pyramid(SMALL)]
+    with torch.no_grad():
+        base = path_terms(blocks, feats, pathway, kind)
+        doubled = path_terms(blocks, [2 * f for f in feats], pathway, kind)
+
+    def degree(i, path):
+        return math.log2(doubled[i][path].norm() / base[i][path].norm())
+    assert [degree(i, "td") for i in range(5)] == pytest.approx(td_degree, abs=1e-3)
+    assert [degree(i, "bu") for i in range(1, 6)] == pytest.approx(bu_degree, abs=1e-3)
+
+
 def test_fpn_supernet_shapes_and_arch_parameters():
     fpn = AutoFEMFPNSearch(C, k=4)
     out = fpn(pyramid())
@@ -147,17 +181,18 @@ def test_fpn_derive_takes_argmax_ops_and_softmax_fusion():
     assert g.levels["P2"].bu is None and g.levels["P7"].td is None
 
 
-@pytest.mark.parametrize("pathway", ["recursive", "one_hop"])
-def test_fixed_fpn_matches_the_supernet_at_one_hot_alpha(pathway):
+@pytest.mark.parametrize("pathway, kind", [("recursive", "product"), ("one_hop", "product"),
+                                           ("recursive", "normalized")])
+def test_fixed_fpn_matches_the_supernet_at_one_hot_alpha(pathway, kind):
     torch.manual_seed(0)
-    fpn = AutoFEMFPNSearch(C, k=1, pathway=pathway)
+    fpn = AutoFEMFPNSearch(C, k=1, pathway=pathway, gate=kind)
     for seed, block in enumerate(fpn.blocks.values()):
         make_one_hot(block.arch_alpha, seed)
         torch.nn.init.normal_(block.arch_beta)
     feats = pyramid(SMALL, batch=2)
     fpn(feats)  # one training step of BN statistics, copied below with the weights
     genotype = fpn.derive()
-    assert genotype.pathway == pathway
+    assert (genotype.pathway, genotype.gate) == (pathway, kind)
     fixed = AutoFEMFPN(C, genotype)
     fixed.load_from_search(fpn)
     fpn.eval(), fixed.eval()

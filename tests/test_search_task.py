@@ -72,9 +72,11 @@ def test_genotype_has_the_searched_part_only(tiny_data, target, mode):
     else:
         assert not genotype.cells and tuple(fpn_of(genotype).levels) == LEVELS
         assert genotype.meta.op_set == "S_FPN" and fpn_of(genotype).pathway == "recursive"
-        one_hop = FaceSearchConfig(target=target, mode=mode, fpn_pathway="one_hop", **TINY)
-        assert fpn_of(FaceSearchTask(one_hop, tiny_data).build_supernet().genotype()).pathway \
-            == "one_hop"
+        assert fpn_of(genotype).gate == "product"
+        one_hop = FaceSearchConfig(target=target, mode=mode, fpn_pathway="one_hop",
+                                   fpn_gate="normalized", **TINY)
+        fpn = fpn_of(FaceSearchTask(one_hop, tiny_data).build_supernet().genotype())
+        assert (fpn.pathway, fpn.gate) == ("one_hop", "normalized")
     assert genotype.meta.partial_channels_k == 4 and "mobilenet0.25" in genotype.meta.note
 
 
@@ -133,5 +135,7 @@ def test_search_config_errors_name_the_file_and_key(tmp_path):
         load_search_file(None, ["task.channels=10"])
     with pytest.raises(ConfigError, match="task.fpn_pathway: 'two_hop' is not one of"):
         load_search_file(None, ["task.fpn_pathway=two_hop"])
+    with pytest.raises(ConfigError, match="task.fpn_gate: 'sigmoid' is not one of"):
+        load_search_file(None, ["task.fpn_gate=sigmoid"])
     with pytest.raises(ConfigError, match="unknown section"):
         load_search_file(None, ["model.name=D0"])

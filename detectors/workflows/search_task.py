@@ -54,7 +54,7 @@ from nas_search.supernet import Supernet
 from search_spaces.baselines import build_feature_module
 from search_spaces.cpm import AutoFEMCPMSearch
 from search_spaces.fpn import AutoFEMFPNSearch
-from search_spaces.schemas import FPN_KEY, FPNPathway
+from search_spaces.schemas import FPN_KEY, FPNGate, FPNPathway
 
 SearchTarget = Literal["fpn", "cpm"]
 
@@ -64,9 +64,9 @@ class FaceSearchConfig:
     """The searched detector and its data; the search schedule is ``nas_search.SearchConfig``.
 
     ``base_fpn`` (``target="cpm"`` only) is a registered feature module run before the CPM
-    supernets; ``"none"`` searches the CPMs on the lateral pyramid. ``fpn_pathway``
-    (``target="fpn"`` only) is what the AutoFEM-FPN paths read (:mod:`search_spaces.fpn`; the
-    genotype records it). ``mode`` (``target="cpm"`` only) is the registered name of the CPM
+    supernets; ``"none"`` searches the CPMs on the lateral pyramid. ``fpn_pathway`` and
+    ``fpn_gate`` (``target="fpn"`` only) are what the AutoFEM-FPN paths read and how they are
+    gated (:mod:`search_spaces.fpn`; the genotype records both). ``mode`` (``target="cpm"`` only) is the registered name of the CPM
     search strategy (:mod:`nas_search.strategies`); the FPN is searched by ``pcdarts``.
     ``arch_fraction`` is the share of the images held out for the architecture steps;
     ``max_images`` caps the images read (after the split of ``DataSource``), for quick runs.
@@ -81,6 +81,7 @@ class FaceSearchConfig:
     head_depth: int = 1
     base_fpn: str = "fem_fpn"
     fpn_pathway: FPNPathway = "recursive"
+    fpn_gate: FPNGate = "product"
     mode: str = "top1_tree"
     concat: ConcatMode = "cat_leaf"
     n_nodes: int = 6
@@ -159,7 +160,7 @@ class FaceSearchSupernet(Supernet, DualShotDetector):
     def __init__(self, config: FaceSearchConfig) -> None:
         if config.target == "fpn":
             search_module = AutoFEMFPNSearch(config.channels, k=config.k,
-                                             pathway=config.fpn_pathway)
+                                             pathway=config.fpn_pathway, gate=config.fpn_gate)
             feature = FeatureCascade(search_module)
         elif config.target == "cpm":
             search_module = AutoFEMCPMSearch(config.channels, config.n_nodes, config.mode,
