@@ -402,25 +402,26 @@ def test_a_binary_file_is_a_one_line_error_naming_it(tmp_path, content):
 
 
 # ------------------------------------------------------------------------- FPN pathway
-def test_fpn_pathway_round_trips_and_older_files_read_as_one_hop(genotype, tmp_path):
-    recursive = with_fpn(genotype, dataclasses.replace(fpn_of(genotype), pathway="recursive"))
-    path = save_genotype(recursive, tmp_path / "g.yaml")
-    assert "pathway: recursive" in path.read_text()
-    assert fpn_of(load_genotype(path)).pathway == "recursive"
-    data = genotype_to_dict(recursive)
-    del data["fpn"]["pathway"]   # a file written before the field existed
-    assert fpn_of(genotype_from_dict(data)).pathway == "one_hop"
-    assert fpn_of(load_genotype("asfd_paper_like")).pathway == "recursive"
+@pytest.mark.parametrize("key, value, older", [("pathway", "recursive", "one_hop"),
+                                                ("gate", "normalized", "product")])
+def test_fpn_fields_round_trip_and_older_files_read_as_what_they_hold(genotype, tmp_path, key,
+                                                                     value, older):
+    changed = with_fpn(genotype, dataclasses.replace(fpn_of(genotype), **{key: value}))
+    path = save_genotype(changed, tmp_path / "g.yaml")
+    assert f"{key}: {value}" in path.read_text()
+    assert getattr(fpn_of(load_genotype(path)), key) == value
+    data = genotype_to_dict(changed)
+    del data["fpn"][key]   # a file written before the field existed
+    assert getattr(fpn_of(genotype_from_dict(data)), key) == older
 
 
-def test_fpn_gate_round_trips_and_older_files_read_as_product(genotype, tmp_path):
-    normalized = with_fpn(genotype, dataclasses.replace(fpn_of(genotype), gate="normalized"))
-    path = save_genotype(normalized, tmp_path / "g.yaml")
-    assert "gate: normalized" in path.read_text()
-    assert fpn_of(load_genotype(path)).gate == "normalized"
-    data = genotype_to_dict(normalized)
-    del data["fpn"]["gate"]   # a file written before the field existed
-    assert fpn_of(genotype_from_dict(data)).gate == "product"
+def test_the_paper_like_genotype_reads_recursive_paths_with_product_gates():
+    fpn = fpn_of(load_genotype("asfd_paper_like"))
+    assert (fpn.pathway, fpn.gate) == ("recursive", "product")
+
+
+def test_unknown_fpn_gate_names_the_field(genotype):
+    data = genotype_to_dict(genotype)
     data["fpn"]["gate"] = "sigmoid"
     with pytest.raises(GenotypeError, match="fpn.gate: unknown gate 'sigmoid'"):
         genotype_from_dict(data)
