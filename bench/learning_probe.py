@@ -25,6 +25,7 @@ Run (~4 min on 2 cores, 1 thread; ``../shared/data`` beside the project)::
     PYTHONPATH=. python bench/learning_probe.py --models D0 retinaface_mnet025 --iters 200
     PYTHONPATH=. python bench/learning_probe.py --models "D0@head_norm=none@cls_prior=null" \
         D0@passthrough_topdown=false D0:dsfd --iters 200
+    PYTHONPATH=. python bench/learning_probe.py --models D0@genotype=my_genotype.yaml
 
 The measured escapes are in the README, "Detectors that learn" (learning probe).
 """
@@ -65,28 +66,37 @@ def fixed_batches(data: Path, batches: int, batch: int, size: int, seed: int = 0
             for b in range(batches)]
 
 
-def parse_spec(spec: str) -> tuple[str, str, dict]:
-    """``MODEL[:LOSS][@KEY=VALUE]...`` -> (model, loss, builder options); the default loss is
-    the model's own, values are YAML (``D0@head_conv=full``, ``D0@enhanced_levels=[P2, P3]``)."""
+#: The spec key that names the model's genotype (a library name or a YAML file) instead of a
+#: builder option.
+GENOTYPE_KEY = "genotype"
+
+
+def parse_spec(spec: str) -> tuple[ModelConfig, str]:
+    """``MODEL[:LOSS][@KEY=VALUE]...`` -> (model config, loss); the default loss is the
+    model's own, values are YAML builder options (``D0@head_conv=full``,
+    ``D0@enhanced_levels=[P2, P3]``) except ``genotype=`` (``D0@genotype=g.yaml``)."""
     head, *pairs = spec.split("@")
     name, _, loss = head.partition(":")
     if name not in MODELS:
         raise SystemExit(f"unknown model {name!r} in {spec!r}; choose from {sorted(MODELS)}")
-    options = {}
+    options, genotype = {}, ModelConfig.genotype
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"{spec!r}: option {pair!r} is not KEY=VALUE")
-        options[key] = load_yaml(value, f"{spec!r}: option {key!r}")
-    return name, loss or MODELS[name], options
+        if key == GENOTYPE_KEY:
+            genotype = value
+        else:
+            options[key] = load_yaml(value, f"{spec!r}: option {key!r}")
+    return ModelConfig(name=name, genotype=genotype, options=options), loss or MODELS[name]
 
 
 def probe(spec: str, batches, iters: int, lr: float, warmup: int,
           grad_clip: float = 10.0) -> dict:
     """Train ``spec``'s model from scratch on the cycled ``batches``; the probe's row for it."""
-    name, loss, options = parse_spec(spec)
+    config, loss = parse_spec(spec)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=name, options=options)).train()
+    model = build_model(config).train()
     loss_fn = build_loss(loss)
     plateau = constant_predictor_loss(loss_fn.margin, loss_fn.neg_pos_ratio)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -127,7 +137,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["D0", "retinaface_mnet025"],
                         metavar="MODEL[:LOSS][@KEY=VALUE]",
                         help=f"models of {sorted(MODELS)}, each with its own loss or LOSS, "
-                             "and builder options (e.g. D0@head_conv=full)")
+                             "builder options (e.g. D0@head_conv=full) and a genotype "
+                             "(D0@genotype=g.yaml)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/wider-extra"))
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--batches", type=int, default=4)

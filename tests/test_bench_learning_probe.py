@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from detectors.engine.config import ModelConfig
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 import learning_probe  # noqa: E402
@@ -14,9 +16,12 @@ EXTRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wider-extra"
 
 
 def test_model_specs_name_model_loss_and_options():
-    assert learning_probe.parse_spec("D0") == ("D0", "drmc", {})
+    assert learning_probe.parse_spec("D0") == (ModelConfig("D0"), "drmc")
     assert learning_probe.parse_spec("D0:dsfd@head_conv=full@enhanced_levels=[P6, P7]") == \
-        ("D0", "dsfd", {"head_conv": "full", "enhanced_levels": ["P6", "P7"]})
+        (ModelConfig("D0", options={"head_conv": "full", "enhanced_levels": ["P6", "P7"]}),
+         "dsfd")
+    assert learning_probe.parse_spec("D0@genotype=g.yaml@width=16") == \
+        (ModelConfig("D0", genotype="g.yaml", options={"width": 16}), "drmc")
     with pytest.raises(SystemExit, match="unknown model 'D9'"):
         learning_probe.parse_spec("D9")
     with pytest.raises(SystemExit, match="is not KEY=VALUE"):
