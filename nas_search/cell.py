@@ -73,19 +73,20 @@ class SlotProjection(nn.Module):
         self.conv = nn.Conv2d(n_slots * channels, channels, 1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
 
+    def columns(self, slot: int) -> Tensor:
+        """The conv weight's input columns of ``slot``."""
+        return self.conv.weight[:, slot * self.channels:(slot + 1) * self.channels]
+
     def slot_weight(self, slots: Sequence[int]) -> Tensor:
         """The conv weight restricted to the input columns of ``slots``."""
         if list(slots) == list(range(self.n_slots)):
             return self.conv.weight
-        c = self.channels
-        return torch.cat([self.conv.weight[:, s * c:(s + 1) * c] for s in slots], dim=1)
+        return torch.cat([self.columns(s) for s in slots], dim=1)
 
     def forward(self, xs: Sequence[Tensor], slots: Sequence[int]) -> Tensor:
         if not torch.is_grad_enabled():
             return self.bn(F.conv2d(torch.cat(list(xs), dim=1), self.slot_weight(slots)))
-        c = self.channels
-        first, *rest = [F.conv2d(x, self.conv.weight[:, s * c:(s + 1) * c])
-                        for x, s in zip(xs, slots, strict=True)]
+        first, *rest = [F.conv2d(x, self.columns(s)) for x, s in zip(xs, slots, strict=True)]
         return self.bn(sum(rest, start=first))
 
 

@@ -93,32 +93,32 @@ def dense_fuse(channels: int) -> nn.Sequential:
 FUSE_BLOCKS: dict[str, Callable[[int], nn.Module]] = {"separable": SepConv, "dense": dense_fuse}
 
 
-def check_pathway(pathway: str) -> FPNPathway:
-    """``pathway`` if it is one of :data:`FPN_PATHWAYS`, else a ValueError naming them."""
-    if pathway not in FPN_PATHWAYS:
-        raise ValueError(f"unknown FPN pathway {pathway!r}; expected one of {FPN_PATHWAYS}")
-    return pathway
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming ``what`` and them
+    (an FPN ``pathway`` of :data:`FPN_PATHWAYS`, a ``gate`` of :data:`FPN_GATES`)."""
+    if value not in choices:
+        raise ValueError(f"unknown FPN {what} {value!r}; expected one of {choices}")
+    return value
 
 
 #: The ``rms`` floor of a normalized gate (an all-zero ``C_i`` gates to zero).
 GATE_EPS = 1e-5
 
 
-def gate(path: str, y: Tensor, c: Tensor, kind: FPNGate = "product") -> Tensor:
-    """One Eq. 2 term before its beta: ``y`` on the same level, ``F_up(y) x C_i`` top-down,
-    ``F_down(y) x C_i`` bottom-up; a ``normalized`` gate divides ``C_i`` by its per-image rms."""
+def gate_map(c: Tensor, kind: FPNGate) -> Tensor:
+    """What gates level i's neighbour paths: ``C_i`` (``product``), or ``C_i`` divided by its
+    per-image rms over channels and positions (``normalized``)."""
+    if kind == "product":
+        return c
+    return c * torch.rsqrt(c.square().mean(dim=(1, 2, 3), keepdim=True) + GATE_EPS)
+
+
+def gate(path: str, y: Tensor, g: Tensor) -> Tensor:
+    """One Eq. 2 term before its beta: ``y`` on the same level, ``F_up(y) x g`` top-down,
+    ``F_down(y) x g`` bottom-up, ``g`` the level's :func:`gate_map`."""
     if path == "same":
         return y
-    if kind == "normalized":
-        c = c * torch.rsqrt(c.square().mean(dim=(1, 2, 3), keepdim=True) + GATE_EPS)
-    return (upsample_to(y, c) if path == "td" else downsample_to(y, c)) * c
-
-
-def check_gate(kind: str) -> FPNGate:
-    """``kind`` if it is one of :data:`FPN_GATES`, else a ValueError naming them."""
-    if kind not in FPN_GATES:
-        raise ValueError(f"unknown FPN gate {kind!r}; expected one of {FPN_GATES}")
-    return kind
+    return (upsample_to(y, g) if path == "td" else downsample_to(y, g)) * g
 
 
 class _FusionLevel(nn.Module):
@@ -139,10 +139,10 @@ class _FusionLevel(nn.Module):
         """The input of ``F_c``: this level's terms, in ``paths`` order, fused."""
         raise NotImplementedError
 
-    def term(self, path: str, x: Tensor, c: Tensor, kind: FPNGate) -> Tensor:
-        """The ``path`` term of this level before its beta, on input ``x``, gated by ``kind``
+    def term(self, path: str, x: Tensor, g: Tensor) -> Tensor:
+        """The ``path`` term of this level before its beta, on input ``x``, gated by ``g``
         (:func:`gate`)."""
-        return gate(path, self.run_path(self.paths.index(path), path, x), c, kind)
+        return gate(path, self.run_path(self.paths.index(path), path, x), g)
 
     def forward(self, terms: dict[str, Tensor]) -> Tensor:
         """``F_c`` of the fused terms ``{path: term}`` of this level."""
@@ -155,15 +155,16 @@ def path_terms(blocks: Sequence[_FusionLevel], feats: Sequence[Tensor],
     top-down pass runs from the top level down and the bottom-up pass from the bottom level up;
     on each, a level's path reads the previous level's term (``recursive``; the passes start
     from the top and the bottom backbone maps) or the neighbouring backbone map (``one_hop``)."""
-    recursive = check_pathway(pathway) == "recursive"
-    terms = [{"same": block.term("same", c, c, kind)} for block, c in zip(blocks, feats)]
+    recursive = check_choice("pathway", pathway, FPN_PATHWAYS) == "recursive"
+    gates = [gate_map(c, check_choice("gate", kind, FPN_GATES)) for c in feats]
+    terms = [{"same": block.term("same", c, c)} for block, c in zip(blocks, feats)]
     td = feats[-1]
     for i in reversed(range(len(feats) - 1)):
-        td = blocks[i].term("td", td if recursive else feats[i + 1], feats[i], kind)
+        td = blocks[i].term("td", td if recursive else feats[i + 1], gates[i])
         terms[i]["td"] = td
     bu = feats[0]
     for i in range(1, len(feats)):
-        bu = blocks[i].term("bu", bu if recursive else feats[i - 1], feats[i], kind)
+        bu = blocks[i].term("bu", bu if recursive else feats[i - 1], gates[i])
         terms[i]["bu"] = bu
     return terms
 
@@ -276,8 +277,9 @@ class AutoFEMFPNSearch(_FPN):
                  levels: Sequence[str] = LEVELS, pathway: FPNPathway = "recursive",
                  strategy: str | SearchStrategy = "pcdarts", gate: FPNGate = "product") -> None:
         super().__init__(channels, levels)
-        self.op_set, self.k, self.pathway = op_set, k, check_pathway(pathway)
-        self.gate = check_gate(gate)
+        self.op_set, self.k = op_set, k
+        self.pathway = check_choice("pathway", pathway, FPN_PATHWAYS)
+        self.gate = check_choice("gate", gate, FPN_GATES)
         self.strategy = get_strategy(strategy)
         if self.strategy.samples_path:
             raise ValueError(f"AutoFEM-FPN search: strategy {self.strategy.name!r} samples a "
@@ -303,8 +305,9 @@ class AutoFEMFPN(_FPN):
     def __init__(self, channels: int, genotype: FPNGenotype,
                  levels: Sequence[str] = LEVELS, fuse: FuseKind = "separable") -> None:
         super().__init__(channels, levels)
-        self.genotype, self.pathway = genotype, check_pathway(genotype.pathway)
-        self.gate = check_gate(genotype.gate)
+        self.genotype = genotype
+        self.pathway = check_choice("pathway", genotype.pathway, FPN_PATHWAYS)
+        self.gate = check_choice("gate", genotype.gate, FPN_GATES)
         self.fuse_kind = fuse
         blocks = {}
         for i, lv in enumerate(self.levels):

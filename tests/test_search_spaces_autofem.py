@@ -12,7 +12,8 @@ from nas_search.supernet import Supernet, is_arch_parameter
 from search_spaces.baselines import build_feature_module
 from search_spaces.cpm import AutoFEMCPM, AutoFEMCPMSearch
 from search_spaces.fpn import (
-    AutoFEMFPN, AutoFEMFPNSearch, _FusionLevel, fusion_logits, gate, level_paths, path_terms,
+    AutoFEMFPN, AutoFEMFPNSearch, _FusionLevel, fusion_logits, gate, gate_map, level_paths,
+    path_terms,
 )
 from search_spaces.schemas import FPN_KEY, LEVELS, FPNGenotype, FPNLevelGenotype
 
@@ -116,8 +117,9 @@ def test_normalized_gate_divides_the_level_map_by_its_rms_per_image():
     c = torch.stack([torch.full((1, 3, 3), 2.0), torch.full((1, 3, 3), -5.0)])
     coarse = torch.full((2, 1, 2, 2), 3.0)
     expected = torch.stack([torch.full((1, 3, 3), 3.0), torch.full((1, 3, 3), -3.0)])
-    torch.testing.assert_close(gate("td", coarse, c, "normalized"), expected)
-    assert torch.equal(gate("td", coarse, torch.zeros(2, 1, 3, 3), "normalized"),
+    torch.testing.assert_close(gate("td", coarse, gate_map(c, "normalized")), expected)
+    assert torch.equal(gate_map(c, "product"), c)
+    assert torch.equal(gate("td", coarse, gate_map(torch.zeros(2, 1, 3, 3), "normalized")),
                        torch.zeros(2, 1, 3, 3))
     with pytest.raises(ValueError, match="unknown FPN gate 'sigmoid'"):
         AutoFEMFPNSearch(C, k=1, gate="sigmoid")

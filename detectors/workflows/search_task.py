@@ -66,8 +66,9 @@ class FaceSearchConfig:
     ``base_fpn`` (``target="cpm"`` only) is a registered feature module run before the CPM
     supernets; ``"none"`` searches the CPMs on the lateral pyramid. ``fpn_pathway`` and
     ``fpn_gate`` (``target="fpn"`` only) are what the AutoFEM-FPN paths read and how they are
-    gated (:mod:`search_spaces.fpn`; the genotype records both). ``mode`` (``target="cpm"`` only) is the registered name of the CPM
-    search strategy (:mod:`nas_search.strategies`); the FPN is searched by ``pcdarts``.
+    gated (:mod:`search_spaces.fpn`; the genotype records both). ``mode`` (``target="cpm"``
+    only) is the registered name of the CPM search strategy (:mod:`nas_search.strategies`); the
+    FPN is searched by ``pcdarts``.
     ``arch_fraction`` is the share of the images held out for the architecture steps;
     ``max_images`` caps the images read (after the split of ``DataSource``), for quick runs.
     ``loss`` holds keyword arguments of :class:`~detectors.models.losses.DRMCLoss` (``margin``,
