@@ -7,8 +7,9 @@ device (shapes only: the whole script takes seconds), genotype ``asfd_paper_like
 * ``half``: candidate readings of Table 1's AutoFEM depth 0.5 at D0-D2, each with both AutoFEM
   halves unless it says otherwise: the level set the cascade runs on (the finer levels take
   the parameter-free top-down path), a narrower level set for the CPM, CPM cells cut to their
-  first ``n`` nodes (a half-depth CPM), and half-width modules (a 1x1 conv to ``W/2`` before
-  the cascade and back to ``W`` after it, per level);
+  first ``n`` nodes (a half-depth CPM), half-width modules (a 1x1 conv to ``W/2`` before
+  the cascade and back to ``W`` after it, per level), and heads of the prediction convs alone
+  (Table 1's one head layer read as the prediction conv);
 * ``fuse``: D0-D6 with AutoFEM-FPN's ``F_c`` separable and dense.
 
 Run: ``PYTHONPATH=. python bench/table5.py [--tables family half fuse]``. Measured figures:
@@ -48,11 +49,16 @@ class Reading:
     half_width: bool = False
     fpn_fuse: FuseKind = "separable"
     cpm_first_level: str | None = None   # None: the CPM on the cascade's levels too
+    head_depth: int | None = None   # None: Table 1's (ScalingRow.head_depth)
 
 
 READINGS: tuple[Reading, ...] = (
     Reading("CPM only, P3-P7 (built: HALF_DEPTH, it learns)", ("autofem_cpm",)),
     Reading("FPN + CPM, P3-P7"),
+    Reading("FPN + CPM, P3-P7, heads of the prediction convs alone (BOTH_HALF_DEPTH)",
+            head_depth=0),
+    Reading("CPM only, P3-P7, heads of the prediction convs alone", ("autofem_cpm",),
+            head_depth=0),
     Reading("FPN + CPM (3 of 6 nodes: half-depth CPM), P3-P7", cpm_nodes=3),
     Reading("FPN + CPM (2 nodes), P3-P7", cpm_nodes=2),
     Reading("FPN + CPM (1 node), P3-P7", cpm_nodes=1),
@@ -96,8 +102,9 @@ def build_reading(variant: str, reading: Reading, genotype: Genotype) -> ASFD:
     module_levels = () if reading.cpm_first_level is None else tuple(
         levels if name != "autofem_cpm" else LEVELS[LEVELS.index(reading.cpm_first_level):]
         for name in reading.modules)
+    heads = {} if reading.head_depth is None else {"head_depth": reading.head_depth}
     config = asfd_config(variant, feature_modules=reading.modules, enhanced_levels=levels,
-                         fpn_fuse=reading.fpn_fuse, module_levels=module_levels)
+                         fpn_fuse=reading.fpn_fuse, module_levels=module_levels, **heads)
     genotype = cut_cells(genotype, reading.cpm_nodes)
     model = ASFD(config, genotype)
     if reading.half_width:

@@ -21,6 +21,12 @@ variant or a reference detector, built untrained) times an export *variant*,
 With ``--ops`` it also times every S_CPM operation alone in onnxruntime (64 channels, the P3
 map of a 640x480 input, 80x60) beside its multiply-adds: the latency a search's op choice costs.
 
+With ``--kernels`` it times each kind of convolution alone (stem, depthwise, pointwise, dense
+3x3), float32 and int8 (:func:`~detectors.engine.export.static_int8`), at D0's sizes, and gives
+each model its *latency floor*: the multiply-adds of its convolutions of each kind (every Conv
+node of the exported graph, at 640x480) over the best rate measured for that kind. A model
+cannot run faster than its floor with these kernels, whatever its graph around them.
+
 opencv is no runtime dependency of asfd: without ``opencv-python-headless`` (``pip install
 'opencv-python-headless<5'``) the bench prints why it skips and exits 0.
 
@@ -38,7 +44,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -163,6 +169,129 @@ def op_table(threads: int, repeats: int) -> list[dict]:
     return rows
 
 
+ConvKind = Literal["stem", "depthwise", "pointwise", "dense"]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One convolution (+ ReLU, which onnxruntime fuses) timed alone on a ``shape = (C, H, W)``
+    input."""
+
+    kind: ConvKind
+    channels_out: int
+    kernel: int
+    shape: tuple[int, int, int]
+    stride: int = 1
+    depthwise: bool = False
+
+    def module(self):
+        from torch import nn
+
+        channels = self.shape[0]
+        return nn.Sequential(nn.Conv2d(
+            channels, self.channels_out, self.kernel, self.stride, self.kernel // 2,
+            groups=channels if self.depthwise else 1), nn.ReLU())
+
+    def macs(self) -> int:
+        c, h, w = self.shape
+        per_output = (1 if self.depthwise else c) * self.kernel ** 2
+        return self.channels_out * (h // self.stride) * (w // self.stride) * per_output
+
+
+#: D0's convolutions at 640x480: the stem, and 64-channel maps at stride 4 (160x120) and 8.
+KERNELS: tuple[Kernel, ...] = (
+    Kernel("stem", 8, 3, (3, SIZE[1], SIZE[0]), stride=2),
+    Kernel("depthwise", 64, 3, (64, SIZE[1] // 4, SIZE[0] // 4), depthwise=True),
+    Kernel("depthwise", 64, 3, (64, SIZE[1] // 8, SIZE[0] // 8), depthwise=True),
+    Kernel("pointwise", 64, 1, (64, SIZE[1] // 4, SIZE[0] // 4)),
+    Kernel("pointwise", 64, 1, (64, SIZE[1] // 8, SIZE[0] // 8)),
+    Kernel("dense", 64, 3, (64, SIZE[1] // 8, SIZE[0] // 8)),
+)
+
+
+def conv_kind(weight_shape: Sequence[int], groups: int) -> ConvKind:
+    """The kind of a Conv with weights ``[O, I / groups, kh, kw]``."""
+    if groups > 1:
+        return "depthwise"
+    if weight_shape[1] == 3:
+        return "stem"
+    return "pointwise" if tuple(weight_shape[2:]) == (1, 1) else "dense"
+
+
+def conv_macs_by_kind(path: Path, feed: dict[str, np.ndarray]) -> dict[ConvKind, int]:
+    """Multiply-adds per image of every Conv node of an ONNX graph, by :func:`conv_kind`; the
+    output shapes come from running the graph on ``feed`` (every Conv output made a graph
+    output)."""
+    import onnx
+
+    from detectors.engine.export import onnx_session
+
+    model = onnx.load(str(path))
+    weights = {w.name: list(w.dims) for w in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n.output[0])
+                              for n in convs)
+    with tempfile.TemporaryDirectory() as tmp:
+        probed = Path(tmp) / "probed.onnx"
+        onnx.save(model, str(probed))
+        outputs = onnx_session(probed, 1, "basic").run([n.output[0] for n in convs], feed)
+    batch = next(iter(feed.values())).shape[0]
+    macs: dict[ConvKind, int] = dict.fromkeys(("stem", "depthwise", "pointwise", "dense"), 0)
+    for node, out in zip(convs, outputs):
+        shape = weights[node.input[1]]
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        macs[conv_kind(shape, groups)] += out.size // batch * int(np.prod(shape[1:]))
+    return macs
+
+
+class RepeatedInput:
+    """A calibration reader giving one input ``count`` times."""
+
+    def __init__(self, feed: dict[str, np.ndarray], count: int = 4) -> None:
+        self.left, self.feed = count, feed
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        self.left -= 1
+        return self.feed if self.left >= 0 else None
+
+
+def kernel_rates(threads: int, repeats: int) -> list[dict]:
+    """Median ms and GMAC/s of every :data:`KERNELS` entry alone, float32 and int8."""
+    import torch
+
+    from detectors.engine.export import onnx_session, static_int8
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, kernel in enumerate(KERNELS):
+            x = torch.randn(1, *kernel.shape)
+            fp32, int8 = Path(tmp) / f"{i}.onnx", Path(tmp) / f"{i}.int8.onnx"
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation
+                torch.onnx.export(kernel.module().eval(), (x,), str(fp32), dynamo=False,
+                                  input_names=["images"])
+            feed = {"images": x.numpy()}
+            static_int8(fp32, int8, RepeatedInput(feed))
+            sessions = {p: onnx_session(f, threads) for p, f in (("fp32", fp32), ("int8", int8))}
+            times = alternate({p: lambda s=s: s.run(None, feed) for p, s in sessions.items()},
+                              repeats)
+            row = {"kind": kernel.kind, "shape": kernel.shape, "macs_m": kernel.macs() / 1e6}
+            for precision, ts in times.items():
+                row[f"{precision}_ms"] = statistics.median(ts)
+                row[f"{precision}_gmacs"] = kernel.macs() / row[f"{precision}_ms"] / 1e6
+            rows.append(row)
+    return rows
+
+
+def latency_floor(macs: dict[ConvKind, int], rates: list[dict], precisions: Sequence[str]
+                  ) -> float:
+    """Milliseconds the convolutions alone take at the best measured rate of each kind, over
+    ``precisions`` (``fp32``, ``int8``)."""
+    best = {kind: max(r[f"{p}_gmacs"] for r in rates if r["kind"] == kind for p in precisions)
+            for kind in macs}
+    return sum(m / best[kind] / 1e6 for kind, m in macs.items() if m)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", default=["D0"],
@@ -179,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--yunet-score", type=float, default=0.9,
                         help="YuNet's score threshold (default 0.9, the OpenCV zoo's)")
     parser.add_argument("--ops", action="store_true", help="also time the S_CPM ops alone")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also time each kind of convolution alone and give each model's "
+                             "latency floor")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     try:
@@ -211,12 +343,17 @@ def main(argv: list[str] | None = None) -> int:
     calibration = list(find_images(args.calibration).values()) if args.calibration else []
     results: dict = {"image": str(image_path), "size": SIZE, "runs": []}
     console = Console(width=140)
+    conv_macs: dict[str, dict[ConvKind, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         files: dict[str, tuple[Path, str]] = {}
         for model_name in args.models:
             torch.manual_seed(0)
             source = Path(model_name) / MODEL_FILE if Path(model_name).is_dir() else model_name
             model = build_model(ModelConfig(name=str(source))).eval()
+            if args.kernels:
+                raw = export_variant(model, Variant(postprocess=False),
+                                     Path(tmp) / f"{Path(model_name).name}.raw.onnx", [])
+                conv_macs[Path(model_name).name] = conv_macs_by_kind(raw, feed)
             for spec, variant in variants.items():
                 key = f"{Path(model_name).name} {spec}"
                 path = Path(tmp) / f"{len(files)}.onnx"
@@ -250,6 +387,33 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['ms'] / r['macs_m'] * 1e3:.1f}")
         console.print(table)
         results["ops"] = rows
+    if args.kernels:
+        rates = kernel_rates(args.threads[0], args.pairs)
+        table = Table(title=f"Convolutions alone, {args.threads[0]} thread(s)")
+        for column in ("kind", "input (C, H, W)", "MACs (M)", "fp32 ms", "fp32 GMAC/s",
+                       "int8 ms", "int8 GMAC/s"):
+            table.add_column(column, justify="left" if column == "kind" else "right")
+        for r in rates:
+            table.add_row(r["kind"], str(r["shape"]), f"{r['macs_m']:.1f}",
+                          f"{r['fp32_ms']:.3f}", f"{r['fp32_gmacs']:.1f}",
+                          f"{r['int8_ms']:.3f}", f"{r['int8_gmacs']:.1f}")
+        console.print(table)
+        yunet_ms = results["runs"][0]["median_ms"]["YuNet"]
+        table = Table(title=f"Latency floor: conv MACs by kind over the best rate of the kind "
+                            f"(YuNet's median {yunet_ms:.1f} ms, {args.threads[0]} thread(s))")
+        for column in ("model", "MACs (M) stem / dw / pw / dense", "floor fp32 ms",
+                       "floor fp32 or int8 ms", "floors / YuNet"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        floors = {}
+        for name, macs in conv_macs.items():
+            fp32 = latency_floor(macs, rates, ["fp32"])
+            best = latency_floor(macs, rates, ["fp32", "int8"])
+            floors[name] = {"macs": macs, "fp32_ms": fp32, "best_ms": best}
+            table.add_row(name, " / ".join(f"{m / 1e6:.0f}" for m in macs.values()),
+                          f"{fp32:.1f}", f"{best:.1f}",
+                          f"{fp32 / yunet_ms:.2f}x / {best / yunet_ms:.2f}x")
+        console.print(table)
+        results["kernels"] = {"rates": rates, "floors": floors}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

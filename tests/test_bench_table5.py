@@ -29,6 +29,8 @@ def test_readings_build_what_they_name():
     with torch.device("meta"):
         chosen = table5.build_reading("D0", table5.Reading("x", first_level="P4"), g)
         half = table5.build_reading("D0", table5.Reading("x", half_width=True, cpm_nodes=2), g)
+        bare = table5.build_reading("D0", table5.Reading("x", head_depth=0), g)
+    assert chosen.config.head_depth == 1 and bare.config.head_depth == 0
     assert chosen.config.enhanced_levels == LEVELS[2:]
     assert chosen.config.feature_modules == ("autofem_fpn", "autofem_cpm")
     assert isinstance(half.feature_module, table5.HalfWidth)

@@ -51,3 +51,40 @@ def test_yunet_detects_on_an_image():
     run = yunet_speed.yunet_runner(cv2, model, np.zeros((48, 64, 3), np.uint8), 0.9)
     _, faces = run()
     assert faces is None or len(faces) == 0
+
+
+def test_conv_kinds_and_kernel_macs():
+    assert yunet_speed.conv_kind([8, 3, 3, 3], 1) == "stem"
+    assert yunet_speed.conv_kind([64, 1, 3, 3], 64) == "depthwise"
+    assert yunet_speed.conv_kind([64, 64, 1, 1], 1) == "pointwise"
+    assert yunet_speed.conv_kind([64, 64, 3, 3], 1) == "dense"
+    assert yunet_speed.Kernel("dense", 64, 3, (64, 60, 80)).macs() == 64 * 64 * 9 * 4800
+    assert yunet_speed.Kernel("depthwise", 64, 3, (64, 60, 80), depthwise=True).macs() == \
+        64 * 9 * 4800
+    assert yunet_speed.Kernel("stem", 8, 3, (3, 480, 640), stride=2).macs() == 8 * 27 * 76800
+
+
+def test_conv_macs_by_kind_counts_every_conv_node_of_a_graph(tmp_path):
+    torch = pytest.importorskip("torch")
+    from detectors.engine.macs import count_macs
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.Conv2d(8, 8, 3, 1, 1, groups=8),
+        torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 16, 3, 1, 1)).eval()
+    x = torch.randn(2, 3, 32, 48)
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["images"],
+                      dynamic_axes={"images": {0: "batch"}})
+    macs = yunet_speed.conv_macs_by_kind(path, {"images": x.numpy()})
+    assert macs == {"stem": 8 * 27 * 384, "depthwise": 8 * 9 * 384, "pointwise": 16 * 8 * 384,
+                    "dense": 16 * 16 * 9 * 384}
+    assert sum(macs.values()) == count_macs(net, x)
+
+
+def test_latency_floor_takes_the_best_rate_of_each_kind():
+    rates = [{"kind": "pointwise", "fp32_gmacs": 50.0, "int8_gmacs": 100.0},
+             {"kind": "pointwise", "fp32_gmacs": 80.0, "int8_gmacs": 90.0},
+             {"kind": "depthwise", "fp32_gmacs": 20.0, "int8_gmacs": 10.0}]
+    macs = {"pointwise": 800_000_000, "depthwise": 100_000_000}
+    assert yunet_speed.latency_floor(macs, rates, ["fp32"]) == pytest.approx(10 + 5)
+    assert yunet_speed.latency_floor(macs, rates, ["fp32", "int8"]) == pytest.approx(8 + 5)

@@ -10,7 +10,7 @@ from asfd_cli.main import main as asfd_main
 from detectors.engine.macs import count_macs, count_parameters
 from detectors.models.anchors import AnchorGenerator
 from detectors.models.asfd import (
-    ASFD, ASFD_FAMILY, HALF_DEPTH, NESTED_HALF_DEPTH, PAPER_TABLE5, TABLE5_HALF_DEPTH, ASFDConfig,
+    ASFD, ASFD_FAMILY, BOTH_HALF_DEPTH, HALF_DEPTH, NESTED_HALF_DEPTH, PAPER_TABLE5, TABLE5_HALF_DEPTH, ASFDConfig,
     DualShotDetector, FeatureCascade, asfd_config, autofem_modules, build_asfd,
     build_feature_cascade, load_model, save_model,
 )
@@ -74,15 +74,17 @@ def test_both_shots_share_the_heads(d0):
 
 #: Table 5 ratios (ours / paper) at 640x480: within 10% in params and MACs, but the MACs of D0
 #: and D2, whose half-depth AutoFEM is the reading that learns (HALF_DEPTH; README, "The ASFD
-#: family"); with TABLE5_HALF_DEPTH or NESTED_HALF_DEPTH, D0 and D1 are within 10%.
+#: family"); with BOTH_HALF_DEPTH, TABLE5_HALF_DEPTH or NESTED_HALF_DEPTH, D0 and D1 are within
+#: 10%.
+READINGS = {"": HALF_DEPTH, "both": BOTH_HALF_DEPTH, "table5": TABLE5_HALF_DEPTH,
+            "nested": NESTED_HALF_DEPTH}
 TABLE5_BOUNDS = {v: ((0.9, 1.1), (0.9, 1.1)) for v in PAPER_TABLE5} | {
     "D0": ((0.9, 1.1), (1.1, 1.3)), "D2": ((0.9, 1.1), (0.6, 0.7))} | {
-    f"{v}/{r}": ((0.9, 1.1), (0.9, 1.1)) for v in ("D0", "D1") for r in ("table5", "nested")}
-READINGS = {"": HALF_DEPTH, "table5": TABLE5_HALF_DEPTH, "nested": NESTED_HALF_DEPTH}
+    f"{v}/{r}": ((0.9, 1.1), (0.9, 1.1)) for v in ("D0", "D1") for r in list(READINGS)[1:]}
 
 
-@pytest.mark.parametrize("variant", [*PAPER_TABLE5, "D0/table5", "D1/table5", "D0/nested",
-                                     "D1/nested"])
+@pytest.mark.parametrize("variant", [*PAPER_TABLE5, *(f"{v}/{r}" for v in ("D0", "D1")
+                                                      for r in list(READINGS)[1:])])
 def test_parameters_and_macs_against_table5(variant):
     name, _, reading = variant.partition("/")
     options = READINGS[reading].options() if reading else {}
@@ -123,6 +125,15 @@ def test_table5_half_depth_runs_both_halves_on_p4_to_p7():
     assert torch.allclose(second.cls[:, :fine_cls.shape[1]], fine_cls, atol=1e-6)
     assert len(enhanced) == 4
     assert all(not torch.equal(e, f) for e, f in zip(enhanced, first[2:]))
+
+
+def test_both_half_depth_runs_both_halves_on_p3_to_p7_before_bare_prediction_convs():
+    assert BOTH_HALF_DEPTH.options()["head_depth"] == 0 and "head_depth" not in HALF_DEPTH.options()
+    with torch.device("meta"):
+        d0 = build_asfd("D0", **BOTH_HALF_DEPTH.options())
+    fpn, cpm = d0.feature_module
+    assert tuple(fpn.blocks) == tuple(cpm.blocks) == LEVELS[1:] and d0.passthrough == 1
+    assert len(d0.heads.cls.convs) == len(d0.heads.reg.convs) == 0
 
 
 def test_nested_half_depth_runs_the_cpm_on_the_coarser_fpn_outputs():

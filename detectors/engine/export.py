@@ -38,7 +38,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from detectors.engine.inference import (
 )
 from detectors.models.box_ops import decode, nms
 from detectors.models.heads import ShotOutput
+
+if TYPE_CHECKING:
+    from onnxruntime.quantization import CalibrationDataReader
 
 OPSET = 17
 RAW_OUTPUTS: tuple[str, ...] = ("cls", "reg", "anchors")
@@ -221,31 +224,37 @@ class ImageCalibration:
         return {"images": to_tensor(image)[None].numpy()}
 
 
+def static_int8(source: str | Path, target: str | Path, reader: CalibrationDataReader,
+                exclude: Sequence[str] = ()) -> Path:
+    """onnxruntime's static int8 quantisation as asfd uses it: QDQ format (onnxruntime fuses it
+    into int8 kernels; on D0 as fast as the QOperator format and closer to float32's AP), int8
+    per-channel weights, uint8 activations whose ranges (MinMax) come from the inputs of
+    ``reader`` (a ``CalibrationDataReader``); the ``exclude`` nodes stay float32."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
+    return Path(target)
+
+
 def quantize_onnx(source: str | Path, target: str | Path, calibration: Sequence[Path],
                   size: tuple[int, int] = (640, 480)) -> Path:
-    """Static int8 quantisation of an export with onnxruntime: QDQ format (onnxruntime fuses
-    it into int8 kernels; on D0 as fast as the QOperator format and closer to float32's AP),
-    int8 per-channel weights, uint8 activations whose ranges (MinMax) come from running the
-    ``calibration`` images at ``size = (W, H)``. Only :func:`network_nodes` are quantised:
-    anchors, decoding and the post-processing stay float32."""
+    """:func:`static_int8` of an export, calibrated on the ``calibration`` images at ``size =
+    (W, H)``. Only :func:`network_nodes` are quantised: anchors, decoding and the
+    post-processing stay float32."""
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration:
         raise ValueError("int8 quantisation needs at least one calibration image")
-    target = Path(target)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         model = onnx.load(str(prepared))
         keep = set(network_nodes(model))
-        quantize_static(str(prepared), str(target), ImageCalibration(calibration, size),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=[n.name for n in model.graph.node
-                                          if n.name not in keep])
-    return target
+        return static_int8(prepared, target, ImageCalibration(calibration, size),
+                           [n.name for n in model.graph.node if n.name not in keep])
 
 
 def onnx_session(path: str | Path, threads: int | None = None, optimization: str = "all"):

@@ -11,7 +11,8 @@ shots would give one prediction contradictory targets.
 
 Compound scaling (Eq. 9): ``W = 64 * theta`` for AutoFEM and heads; the depths follow Table 1,
 which Eq. 9 as printed contradicts. Depth 0.5 is :data:`HALF_DEPTH` (the AutoFEM-CPM on
-P3-P7, the reading that learns); :data:`TABLE5_HALF_DEPTH` (both halves on P4-P7) and
+P3-P7, the reading that learns); :data:`BOTH_HALF_DEPTH` (both halves on P3-P7, the prediction
+convs as the heads' one layer), :data:`TABLE5_HALF_DEPTH` (both halves on P4-P7) and
 :data:`NESTED_HALF_DEPTH` (the FPN on P3-P7, the CPM on P4-P7) fit Table 5 closer. The finer
 levels reach the second shot through the parameter-free top-down path of
 :meth:`DualShotDetector.passthrough_levels`. The calibration against Table 5
@@ -103,11 +104,13 @@ PAPER_TABLE5: dict[str, PaperFigures] = dict(zip(ASFD_FAMILY, (
 @dataclass(frozen=True)
 class HalfDepthReading:
     """What an AutoFEM of depth 0.5 (D0-D2, Table 1) builds: feature ``modules`` on ``levels``,
-    or each on its ``module_levels`` set (:attr:`ASFDConfig.module_levels`)."""
+    or each on its ``module_levels`` set (:attr:`ASFDConfig.module_levels`); ``head_depth``,
+    where set, reads Table 1's head #layers with it (:attr:`ASFDConfig.head_depth`)."""
 
     modules: tuple[str, ...]
     levels: tuple[str, ...]
     module_levels: tuple[tuple[str, ...], ...] = ()
+    head_depth: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The ``model.options`` that select this reading."""
@@ -115,6 +118,8 @@ class HalfDepthReading:
                                    "enhanced_levels": list(self.levels)}
         if self.module_levels:
             options["module_levels"] = [list(levels) for levels in self.module_levels]
+        if self.head_depth is not None:
+            options["head_depth"] = self.head_depth
         return options
 
 
@@ -128,6 +133,10 @@ TABLE5_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[2:])
 #: with a learned module on P3 (which TABLE5_HALF_DEPTH lacks); ``model.options`` select it.
 NESTED_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:],
                                      (LEVELS[1:], LEVELS[2:]))
+#: Both halves on P3-P7, with Table 1's one head layer read as the prediction conv (no tower):
+#: within 10% of Table 5 for D0 and D1; it beats D0 as built at x1 and trails at x2.46 (README,
+#: "The ASFD family"); ``model.options`` select it.
+BOTH_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:], head_depth=0)
 
 
 def autofem_modules(depth: float) -> tuple[str, ...]:
