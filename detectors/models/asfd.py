@@ -134,8 +134,8 @@ TABLE5_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[2:])
 NESTED_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:],
                                      (LEVELS[1:], LEVELS[2:]))
 #: Both halves on P3-P7, with Table 1's one head layer read as the prediction conv (no tower):
-#: within 10% of Table 5 for D0 and D1; it beats D0 as built at x1 and trails at x2.46 (README,
-#: "The ASFD family"); ``model.options`` select it.
+#: within 10% of Table 5 for D0 and D1; trained with crops down to 0.08 it matches the baseline
+#: (README, "The ASFD family"); ``model.options`` select it.
 BOTH_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:], head_depth=0)
 
 
