@@ -44,7 +44,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import numpy as np
 
@@ -182,7 +182,10 @@ class Kernel:
     kernel: int
     shape: tuple[int, int, int]
     stride: int = 1
-    depthwise: bool = False
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind == "depthwise"
 
     def module(self):
         from torch import nn
@@ -201,8 +204,8 @@ class Kernel:
 #: D0's convolutions at 640x480: the stem, and 64-channel maps at stride 4 (160x120) and 8.
 KERNELS: tuple[Kernel, ...] = (
     Kernel("stem", 8, 3, (3, SIZE[1], SIZE[0]), stride=2),
-    Kernel("depthwise", 64, 3, (64, SIZE[1] // 4, SIZE[0] // 4), depthwise=True),
-    Kernel("depthwise", 64, 3, (64, SIZE[1] // 8, SIZE[0] // 8), depthwise=True),
+    Kernel("depthwise", 64, 3, (64, SIZE[1] // 4, SIZE[0] // 4)),
+    Kernel("depthwise", 64, 3, (64, SIZE[1] // 8, SIZE[0] // 8)),
     Kernel("pointwise", 64, 1, (64, SIZE[1] // 4, SIZE[0] // 4)),
     Kernel("pointwise", 64, 1, (64, SIZE[1] // 8, SIZE[0] // 8)),
     Kernel("dense", 64, 3, (64, SIZE[1] // 8, SIZE[0] // 8)),
@@ -236,7 +239,7 @@ def conv_macs_by_kind(path: Path, feed: dict[str, np.ndarray]) -> dict[ConvKind,
         onnx.save(model, str(probed))
         outputs = onnx_session(probed, 1, "basic").run([n.output[0] for n in convs], feed)
     batch = next(iter(feed.values())).shape[0]
-    macs: dict[ConvKind, int] = dict.fromkeys(("stem", "depthwise", "pointwise", "dense"), 0)
+    macs: dict[ConvKind, int] = dict.fromkeys(get_args(ConvKind), 0)
     for node, out in zip(convs, outputs):
         shape = weights[node.input[1]]
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)

@@ -156,7 +156,8 @@ def path_terms(blocks: Sequence[_FusionLevel], feats: Sequence[Tensor],
     on each, a level's path reads the previous level's term (``recursive``; the passes start
     from the top and the bottom backbone maps) or the neighbouring backbone map (``one_hop``)."""
     recursive = check_choice("pathway", pathway, FPN_PATHWAYS) == "recursive"
-    gates = [gate_map(c, check_choice("gate", kind, FPN_GATES)) for c in feats]
+    kind = check_choice("gate", kind, FPN_GATES)
+    gates = [gate_map(c, kind) for c in feats]
     terms = [{"same": block.term("same", c, c)} for block, c in zip(blocks, feats)]
     td = feats[-1]
     for i in reversed(range(len(feats) - 1)):

@@ -59,7 +59,7 @@ def test_conv_kinds_and_kernel_macs():
     assert yunet_speed.conv_kind([64, 64, 1, 1], 1) == "pointwise"
     assert yunet_speed.conv_kind([64, 64, 3, 3], 1) == "dense"
     assert yunet_speed.Kernel("dense", 64, 3, (64, 60, 80)).macs() == 64 * 64 * 9 * 4800
-    assert yunet_speed.Kernel("depthwise", 64, 3, (64, 60, 80), depthwise=True).macs() == \
+    assert yunet_speed.Kernel("depthwise", 64, 3, (64, 60, 80)).macs() == \
         64 * 9 * 4800
     assert yunet_speed.Kernel("stem", 8, 3, (3, 480, 640), stride=2).macs() == 8 * 27 * 76800
 
