@@ -49,14 +49,14 @@ class Reading:
     half_width: bool = False
     fpn_fuse: FuseKind = "separable"
     cpm_first_level: str | None = None   # None: the CPM on the cascade's levels too
-    head_depth: int | None = None   # None: Table 1's (ScalingRow.head_depth)
+    head_depth: int = 1   # tower layers; 0: Table 1's one head layer is the prediction conv
 
 
 READINGS: tuple[Reading, ...] = (
-    Reading("CPM only, P3-P7 (built: HALF_DEPTH, it learns)", ("autofem_cpm",)),
-    Reading("FPN + CPM, P3-P7"),
-    Reading("FPN + CPM, P3-P7, heads of the prediction convs alone (BOTH_HALF_DEPTH)",
+    Reading("FPN + CPM, P3-P7, heads of the prediction convs alone (built: HALF_DEPTH)",
             head_depth=0),
+    Reading("CPM only, P3-P7 (CPM_HALF_DEPTH, the build before it)", ("autofem_cpm",)),
+    Reading("FPN + CPM, P3-P7"),
     Reading("CPM only, P3-P7, heads of the prediction convs alone", ("autofem_cpm",),
             head_depth=0),
     Reading("FPN + CPM (3 of 6 nodes: half-depth CPM), P3-P7", cpm_nodes=3),
@@ -102,9 +102,9 @@ def build_reading(variant: str, reading: Reading, genotype: Genotype) -> ASFD:
     module_levels = () if reading.cpm_first_level is None else tuple(
         levels if name != "autofem_cpm" else LEVELS[LEVELS.index(reading.cpm_first_level):]
         for name in reading.modules)
-    heads = {} if reading.head_depth is None else {"head_depth": reading.head_depth}
     config = asfd_config(variant, feature_modules=reading.modules, enhanced_levels=levels,
-                         fpn_fuse=reading.fpn_fuse, module_levels=module_levels, **heads)
+                         fpn_fuse=reading.fpn_fuse, module_levels=module_levels,
+                         head_depth=reading.head_depth)
     genotype = cut_cells(genotype, reading.cpm_nodes)
     model = ASFD(config, genotype)
     if reading.half_width:

@@ -1,7 +1,9 @@
 """Reading .pt files: weights only, the NumPy allow-list, one-line errors naming the file."""
 from __future__ import annotations
 
+import io
 import os
+import random
 
 import numpy as np
 import pytest
@@ -50,6 +52,30 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path, content, capsys):
     assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_garbage_and_corrupted_files_are_all_checkpoint_errors(tmp_path):
+    """Seeded fuzz: random bytes, pickle-like garbage and torch files with flipped bytes."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(10), "config": {"a": 1}}, buffer)
+    good = buffer.getvalue()
+    rng = random.Random(0)
+    path = tmp_path / "state.pt"
+    for i in range(300):
+        if i % 3 == 0:
+            content = rng.randbytes(500)
+        elif i % 3 == 1:
+            content = b"\x80\x02" + rng.randbytes(300)
+        else:
+            flipped = bytearray(good)
+            for _ in range(rng.randint(1, 20)):
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            content = bytes(flipped)
+        path.write_bytes(content)
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            assert str(exc).startswith(f"{path}: not a readable checkpoint")
 
 
 def test_a_truncated_torch_file_is_an_error_naming_it(tmp_path):

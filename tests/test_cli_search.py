@@ -112,8 +112,8 @@ def test_a_searched_part_alone_gives_the_variant_its_modules():
     paper = load_genotype("asfd_paper_like")
     fpn_only = dataclasses.replace(paper, cells={})
     cpm_only = dataclasses.replace(paper, sections={})
-    assert feature_modules_for("D0", paper) == ("autofem_cpm",)     # D0 builds the CPM alone
-    assert feature_modules_for("D0", fpn_only) == ("autofem_fpn",)  # ...or the searched FPN
+    assert feature_modules_for("D0", paper) == ("autofem_fpn", "autofem_cpm")
+    assert feature_modules_for("D0", fpn_only) == ("autofem_fpn",)
     assert feature_modules_for("D0", cpm_only) == ("autofem_cpm",)
     assert feature_modules_for("D3", paper) == ("autofem_fpn", "autofem_cpm")
     assert feature_modules_for("D5", cpm_only) == ("autofem_cpm", "autofem_cpm")

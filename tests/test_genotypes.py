@@ -415,9 +415,9 @@ def test_fpn_fields_round_trip_and_older_files_read_as_what_they_hold(genotype, 
     assert getattr(fpn_of(genotype_from_dict(data)), key) == older
 
 
-def test_the_paper_like_genotype_reads_recursive_paths_with_product_gates():
+def test_the_paper_like_genotype_reads_one_hop_paths_with_product_gates():
     fpn = fpn_of(load_genotype("asfd_paper_like"))
-    assert (fpn.pathway, fpn.gate) == ("recursive", "product")
+    assert (fpn.pathway, fpn.gate) == ("one_hop", "product")
 
 
 def test_unknown_fpn_gate_names_the_field(genotype):

@@ -10,13 +10,14 @@ feature module enhances (:attr:`ASFDConfig.enhanced_levels`): on a passed-throug
 shots would give one prediction contradictory targets.
 
 Compound scaling (Eq. 9): ``W = 64 * theta`` for AutoFEM and heads; the depths follow Table 1,
-which Eq. 9 as printed contradicts. Depth 0.5 is :data:`HALF_DEPTH` (the AutoFEM-CPM on
-P3-P7, the reading that learns); :data:`BOTH_HALF_DEPTH` (both halves on P3-P7, the prediction
-convs as the heads' one layer), :data:`TABLE5_HALF_DEPTH` (both halves on P4-P7) and
-:data:`NESTED_HALF_DEPTH` (the FPN on P3-P7, the CPM on P4-P7) fit Table 5 closer. The finer
-levels reach the second shot through the parameter-free top-down path of
-:meth:`DualShotDetector.passthrough_levels`. The calibration against Table 5
-(:attr:`ScalingRow.fpn_fuse` per row): README, "The ASFD family", and ``bench/table5.py``.
+which Eq. 9 as printed contradicts. Depth 0.5 is :data:`HALF_DEPTH`: both AutoFEM halves on
+P3-P7, with Table 1's one head layer read as the prediction conv (the one reading with both
+halves on every enhanced level that fits Table 5 for D0). The other readings measured
+(:data:`CPM_HALF_DEPTH`, D0-D2's build until then; :data:`TABLE5_HALF_DEPTH`;
+:data:`NESTED_HALF_DEPTH`) are ``model.options``. P2 reaches the second shot through the
+parameter-free top-down path of :meth:`DualShotDetector.passthrough_levels`. The calibration
+against Table 5 (:attr:`ScalingRow.fpn_fuse` per row, the heads of D0-D2): README, "The ASFD
+family", and ``bench/table5.py``.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ GENOTYPE_FEATURE_MODULES: frozenset[str] = frozenset({"autofem_fpn", "autofem_cp
 class ScalingRow:
     """One row of Table 1: backbone, theta and the AutoFEM / head depths; ``fpn_fuse`` is the
     kind of AutoFEM-FPN's ``F_c``, calibrated per row against Table 5 (README, "The ASFD
-    family")."""
+    family"). ``head_depth`` layers are built as a tower before the prediction conv, but in the
+    rows of depth 0.5, which build :data:`HALF_DEPTH`'s heads."""
 
     backbone: str
     theta: int
@@ -104,45 +106,44 @@ PAPER_TABLE5: dict[str, PaperFigures] = dict(zip(ASFD_FAMILY, (
 @dataclass(frozen=True)
 class HalfDepthReading:
     """What an AutoFEM of depth 0.5 (D0-D2, Table 1) builds: feature ``modules`` on ``levels``,
-    or each on its ``module_levels`` set (:attr:`ASFDConfig.module_levels`); ``head_depth``,
-    where set, reads Table 1's head #layers with it (:attr:`ASFDConfig.head_depth`)."""
+    or each on its ``module_levels`` set (:attr:`ASFDConfig.module_levels`), and heads of
+    ``head_depth`` tower layers (:attr:`ASFDConfig.head_depth`) before the prediction conv."""
 
     modules: tuple[str, ...]
     levels: tuple[str, ...]
+    head_depth: int
     module_levels: tuple[tuple[str, ...], ...] = ()
-    head_depth: int | None = None
 
     def options(self) -> dict[str, Any]:
         """The ``model.options`` that select this reading."""
         options: dict[str, Any] = {"feature_modules": list(self.modules),
-                                   "enhanced_levels": list(self.levels)}
+                                   "enhanced_levels": list(self.levels),
+                                   "head_depth": self.head_depth}
         if self.module_levels:
             options["module_levels"] = [list(levels) for levels in self.module_levels]
-        if self.head_depth is not None:
-            options["head_depth"] = self.head_depth
         return options
 
 
-#: Depth 0.5 as D0-D2 build it: AutoFEM-CPM alone on P3-P7, the reading that trains from scratch
-#: (README, "Detectors that learn").
-HALF_DEPTH = HalfDepthReading(("autofem_cpm",), LEVELS[1:])
-#: Both AutoFEM halves on P4-P7: within 10% of Table 5 for D0 and D1, but in 40 CPU minutes it
-#: learns no small faces (README, "The ASFD family"); ``model.options`` select it.
-TABLE5_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[2:])
+#: Depth 0.5 as D0-D2 build it: both halves on P3-P7, and Table 1's one head layer read as the
+#: prediction conv (no tower). Within 10% of Table 5 for D0 and D1; in 40 CPU minutes with crops
+#: down to 0.08 it matches or beats the baseline (README, "Detectors that learn").
+HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:], head_depth=0)
+#: AutoFEM-CPM alone on P3-P7 with a one-layer head tower: D0-D2's build before HALF_DEPTH
+#: (D0 at 1.21 of Table 5's MACs); ``model.options`` select it.
+CPM_HALF_DEPTH = HalfDepthReading(("autofem_cpm",), LEVELS[1:], head_depth=1)
+#: Both halves on P4-P7: within 10% of Table 5 for D0 and D1, but in 40 CPU minutes it learns
+#: no small faces (README, "The ASFD family"); ``model.options`` select it.
+TABLE5_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[2:], head_depth=1)
 #: Both halves, the FPN on P3-P7 and the CPM on P4-P7: within 10% of Table 5 for D0 and D1,
 #: with a learned module on P3 (which TABLE5_HALF_DEPTH lacks); ``model.options`` select it.
-NESTED_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:],
-                                     (LEVELS[1:], LEVELS[2:]))
-#: Both halves on P3-P7, with Table 1's one head layer read as the prediction conv (no tower):
-#: within 10% of Table 5 for D0 and D1; trained with crops down to 0.08 it matches the baseline
-#: (README, "The ASFD family"); ``model.options`` select it.
-BOTH_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:], head_depth=0)
+NESTED_HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:], head_depth=1,
+                                     module_levels=(LEVELS[1:], LEVELS[2:]))
 
 
 def autofem_modules(depth: float) -> tuple[str, ...]:
     """The feature-module cascade of an AutoFEM of ``depth`` layers (see the module docstring).
 
-    ``0.5 -> HALF_DEPTH.modules`` (on ``HALF_DEPTH.levels``);
+    ``0.5 -> HALF_DEPTH.modules`` (on ``HALF_DEPTH.levels``, the same cascade as depth 1);
     ``n -> (autofem_fpn, autofem_cpm) * n`` for a positive integer n.
     """
     if depth == 0.5:
@@ -232,11 +233,12 @@ def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
     """Table 1's configuration of ``variant``, with field ``overrides`` (unknown ones are a
     :class:`~nas_search.runtime.ConfigError`)."""
     row = ASFD_FAMILY[variant]
+    half = row.fem_depth == 0.5
     base = ASFDConfig(backbone=row.backbone, width=row.width,
                       feature_modules=autofem_modules(row.fem_depth),
-                      enhanced_levels=HALF_DEPTH.levels if row.fem_depth == 0.5 else LEVELS,
-                      head_depth=row.head_depth, fpn_fuse=row.fpn_fuse,
-                      name=f"ASFD-{variant}")
+                      enhanced_levels=HALF_DEPTH.levels if half else LEVELS,
+                      head_depth=HALF_DEPTH.head_depth if half else row.head_depth,
+                      fpn_fuse=row.fpn_fuse, name=f"ASFD-{variant}")
     return replace_fields(base, overrides, f"model.options of ASFD-{variant}")
 
 

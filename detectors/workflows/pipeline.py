@@ -30,7 +30,7 @@ from detectors.engine.distributed import spawn_gloo
 from detectors.engine.reporting import TrainEvent
 from detectors.engine.trainer import TrainResult, train
 from detectors.models.asfd import (
-    ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, autofem_modules, build_asfd,
+    ASFD, GENOTYPE_FEATURE_MODULES, Variant, asfd_config, build_asfd,
 )
 from detectors.workflows.search_task import FaceSearchTask, SearchFile, search_file_from_dict
 from genotypes.io import load_genotype
@@ -168,15 +168,11 @@ def feature_modules_for(variant: Variant, genotype: Genotype) -> tuple[str, ...]
     """The variant's AutoFEM cascade restricted to the parts ``genotype`` has.
 
     A search yields one part (``fpn`` or ``cells``); the variant keeps the searched part alone,
-    e.g. D3 of a CPM search gets AutoFEM-CPM. A variant whose cascade lacks every searched part
-    (D0-D2 build the CPM alone) runs the searched parts of a full AutoFEM layer on its levels.
+    e.g. D3 of a CPM search gets AutoFEM-CPM, D5 two of them.
     """
     has = {"autofem_fpn": fpn_of(genotype) is not None, "autofem_cpm": bool(genotype.cells)}
-    cascade = asfd_config(variant).feature_modules
-    kept = tuple(m for m in cascade if m not in GENOTYPE_FEATURE_MODULES or has[m])
-    if any(m in GENOTYPE_FEATURE_MODULES for m in kept):
-        return kept
-    return tuple(m for m in autofem_modules(1) if has[m])
+    return tuple(m for m in asfd_config(variant).feature_modules
+                 if m not in GENOTYPE_FEATURE_MODULES or has[m])
 
 
 def feature_overrides(variant: Variant, genotype: Genotype) -> dict[str, tuple[str, ...]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,13 @@ from genotypes.io import atomic_path
 #: checkpoints saved it before :mod:`nas_search.runtime.rng` stored it as a tensor).
 NUMPY_ARRAY_GLOBALS: tuple[Any, ...] = (
     np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)))
+
+
+#: What ``torch.load`` raises on a file it cannot read: an empty, truncated, corrupt or foreign
+#: file (the unpickler's stack ops give IndexError on garbage, a corrupt record the other types).
+UNREADABLE: tuple[type[BaseException], ...] = (
+    pickle.UnpicklingError, EOFError, OSError, RuntimeError, KeyError, ValueError, IndexError,
+    TypeError, AttributeError, zipfile.BadZipFile, UnicodeDecodeError)
 
 
 class CheckpointError(ValueError):
@@ -54,10 +62,11 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint",
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        with torch.serialization.safe_globals(list(allowed)):
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            # garbage that starts like a pickle names a protocol; the error below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError, KeyError, ValueError,
-            zipfile.BadZipFile, UnicodeDecodeError) as exc:
+    except UNREADABLE as exc:
         raise CheckpointError(f"{path}: not a readable {what}: {_reason(exc)}") from None
 
 
