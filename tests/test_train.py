@@ -27,6 +27,7 @@ from detectors.models.losses import DSFDLoss, LossResult, build_loss, register_l
 from nas_search.runtime import (
     CheckpointError, ConfigError, DistContext, NonFiniteLossError, resolve_device,
 )
+from search_spaces.schemas import fpn_of
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VAL_SAMPLE = SHARED / "wider-val-sample"
@@ -281,6 +282,23 @@ def test_resume_refuses_changed_settings_unless_allowed(synthetic, tmp_path):
     result = train(longer, tmp_path, resume=True, allow_changes=["schedule.epochs"])
     assert result.progress.iteration == 4
     assert load_config(tmp_path / CONFIG_FILE).schedule.epochs == 2  # what the run went on with
+
+
+def test_resume_continues_the_network_the_run_started_with(synthetic, tmp_path):
+    """A genotype file edited (or a default changed) after the run started does not swap the
+    network under a resumed run: it rebuilds the one ``model.pt`` records."""
+    genotype = tmp_path / "g.yaml"
+    shipped = (Path(__file__).parents[1] / "genotypes/library/asfd_paper_like.yaml").read_text()
+    genotype.write_text(shipped)
+    assert "pathway: one_hop" in shipped
+    run = tmp_path / "run"
+    train(tiny_config(synthetic, "schedule.epochs=1", f"model.genotype={genotype}"), run)
+    genotype.write_text(shipped.replace("pathway: one_hop", "pathway: recursive"))
+    result = train(tiny_config(synthetic, "schedule.epochs=2", f"model.genotype={genotype}"),
+                   run, resume=True, allow_changes=["schedule.epochs"])
+    assert result.progress.iteration == 4
+    assert result.model.feature_module[0].pathway == "one_hop"
+    assert fpn_of(load_model(run / MODEL_FILE).genotype).pathway == "one_hop"
 
 
 class RunsCode:

@@ -2,9 +2,10 @@
 ``model.pt`` (rank 0 writes; ``.pt`` files atomically), and the rules of resuming.
 
 ``last.pt`` holds the model, optimizer and grad scaler states, the :class:`Progress` counters
-and the RNG states. A resumed run keeps the settings stored in it (a changed one is an error
-naming it, but for :data:`RESUME_FREE` and the :data:`RESUME_ALLOWABLE` ones the caller
-allows), and it is read with ``torch.load(weights_only=True)``: a crafted file cannot run code.
+and the RNG states. A resumed run rebuilds the network that ``model.pt`` records and keeps the
+settings stored in ``last.pt`` (a changed one is an error naming it, but for
+:data:`RESUME_FREE` and the :data:`RESUME_ALLOWABLE` ones the caller allows); both are read
+with ``torch.load(weights_only=True)``: a crafted file cannot run code.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from detectors.engine.config import TrainConfig
-from detectors.models.asfd import save_model
+from detectors.models.asfd import load_model, save_model
 from nas_search.runtime import (
     NUMPY_ARRAY_GLOBALS, ConfigError, is_under, load_checkpoint, refuse_changes, rng_state,
     save_checkpoint, set_rng_state,
@@ -67,6 +68,17 @@ class RunFolder:
     def state_path(self) -> Path:
         return self.out_dir / STATE_FILE
 
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / MODEL_FILE
+
+    def recorded_model(self) -> nn.Module | None:
+        """The network the run trains, as its ``model.pt`` records it (architecture, config,
+        genotype), for a resumed run: it continues that network even where ``model.name`` now
+        builds another one (a changed default, an edited genotype file). ``None`` without a
+        ``model.pt``."""
+        return load_model(self.model_path) if self.model_path.is_file() else None
+
     def prepare(self, resume: bool) -> None:
         """Refuse to start over an existing run or to resume none; create the folder and, for a
         new run, write ``config.yaml``."""
@@ -112,16 +124,17 @@ class RunFolder:
         return progress
 
     def save(self, of: TrainState, progress: Progress) -> Path | None:
-        """Write ``last.pt`` and ``model.pt``; the state file's path (``None`` off the main
-        rank, which writes nothing)."""
+        """Write ``model.pt``, then ``last.pt`` (so that a ``last.pt`` always has its
+        network's ``model.pt`` beside it); the state file's path (``None`` off the main rank,
+        which writes nothing)."""
         if not self.writes:
             return None
+        save_model(of.model, self.model_path,
+                   extra={"epoch": progress.epoch, "iteration": progress.iteration,
+                          "metrics": progress.metrics})
         save_checkpoint({"format": STATE_FORMAT, "config": self.config.to_dict(),
                          "model": of.model.state_dict(),
                          "optimizer": of.optimizer.state_dict(),
                          "scaler": of.scaler.state_dict(), "progress": vars(progress),
                          "rng": rng_state()}, self.state_path)
-        save_model(of.model, self.out_dir / MODEL_FILE,
-                   extra={"epoch": progress.epoch, "iteration": progress.iteration,
-                          "metrics": progress.metrics})
         return self.state_path

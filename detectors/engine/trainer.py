@@ -153,7 +153,8 @@ class Trainer:
         state = self.folder.read_state(allow_changes, self.device) if resume else None
 
         seed_everything(config.run.seed)
-        model = build_model(config.model).to(self.device)
+        recorded = self.folder.recorded_model() if resume else None
+        model = (build_model(config.model) if recorded is None else recorded).to(self.device)
         use_fast_conv_backward(model)
         self.memory_format = (torch.channels_last if config.run.channels_last
                               else torch.contiguous_format)

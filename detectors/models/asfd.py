@@ -13,7 +13,7 @@ Compound scaling (Eq. 9): ``W = 64 * theta`` for AutoFEM and heads; the depths f
 which Eq. 9 as printed contradicts. Depth 0.5 is :data:`HALF_DEPTH`: both AutoFEM halves on
 P3-P7, with Table 1's one head layer read as the prediction conv (the one reading with both
 halves on every enhanced level that fits Table 5 for D0). The other readings measured
-(:data:`CPM_HALF_DEPTH`, D0-D2's build until then; :data:`TABLE5_HALF_DEPTH`;
+(:data:`CPM_HALF_DEPTH`, D0-D2's earlier build; :data:`TABLE5_HALF_DEPTH`;
 :data:`NESTED_HALF_DEPTH`) are ``model.options``. P2 reaches the second shot through the
 parameter-free top-down path of :meth:`DualShotDetector.passthrough_levels`. The calibration
 against Table 5 (:attr:`ScalingRow.fpn_fuse` per row, the heads of D0-D2): README, "The ASFD
