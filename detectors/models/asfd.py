@@ -126,8 +126,8 @@ class HalfDepthReading:
 
 #: Depth 0.5 as D0-D2 build it: both halves on P3-P7, and Table 1's one head layer read as the
 #: prediction conv (no tower). Within 10% of Table 5 for D0 and D1; in 40 CPU minutes with crops
-#: down to 0.08 it leads the baseline at the sample's own scale and matches it at 2.46x
-#: (README, "Detectors that learn").
+#: down to 0.08 it leads the baseline at the sample's own scale; at 2.46x it leads on Hard and
+#: trails on Easy and Medium by about 0.01 (README, "Detectors that learn").
 HALF_DEPTH = HalfDepthReading(("autofem_fpn", "autofem_cpm"), LEVELS[1:], head_depth=0)
 #: AutoFEM-CPM alone on P3-P7 with a one-layer head tower: D0-D2's build before HALF_DEPTH
 #: (D0 at 1.21 of Table 5's MACs); ``model.options`` select it.
