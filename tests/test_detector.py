@@ -11,8 +11,8 @@ from detectors.engine.macs import count_macs, count_parameters
 from detectors.models.anchors import AnchorGenerator
 from detectors.models.asfd import (
     ASFD, ASFD_FAMILY, CPM_HALF_DEPTH, HALF_DEPTH, NESTED_HALF_DEPTH, PAPER_TABLE5,
-    TABLE5_HALF_DEPTH, ASFDConfig, DualShotDetector, FeatureCascade, asfd_config, autofem_modules, build_asfd,
-    build_feature_cascade, load_model, save_model,
+    TABLE5_HALF_DEPTH, ASFDConfig, DualShotDetector, FeatureCascade, asfd_config,
+    autofem_modules, build_asfd, build_feature_cascade, load_model, save_model,
 )
 from detectors.models.backbones import build_backbone
 from detectors.models.heads import DetectionHeads

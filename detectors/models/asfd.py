@@ -234,12 +234,11 @@ def asfd_config(variant: Variant, **overrides) -> ASFDConfig:
     """Table 1's configuration of ``variant``, with field ``overrides`` (unknown ones are a
     :class:`~nas_search.runtime.ConfigError`)."""
     row = ASFD_FAMILY[variant]
-    half = row.fem_depth == 0.5
     base = ASFDConfig(backbone=row.backbone, width=row.width,
-                      feature_modules=autofem_modules(row.fem_depth),
-                      enhanced_levels=HALF_DEPTH.levels if half else LEVELS,
-                      head_depth=HALF_DEPTH.head_depth if half else row.head_depth,
+                      feature_modules=autofem_modules(row.fem_depth), head_depth=row.head_depth,
                       fpn_fuse=row.fpn_fuse, name=f"ASFD-{variant}")
+    if row.fem_depth == 0.5:   # the whole reading: modules, levels, heads
+        base = replace_fields(base, HALF_DEPTH.options(), "HALF_DEPTH")
     return replace_fields(base, overrides, f"model.options of ASFD-{variant}")
 
 
