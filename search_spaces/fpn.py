@@ -268,6 +268,13 @@ class _FPN(FeatureModule):
         return f"pathway={self.pathway}, gate={self.gate}"
 
 
+def padding_sensitive(module: nn.Module) -> bool:
+    """Whether zero-padding an input changes ``module``'s outputs beyond the padded border: it
+    holds an AutoFEM-FPN with the ``normalized`` gate, whose rms runs over the whole map, the
+    padding included (a batch of mixed sizes then differs from its images run alone)."""
+    return any(isinstance(m, _FPN) and m.gate == "normalized" for m in module.modules())
+
+
 class AutoFEMFPNSearch(_FPN):
     """The AutoFEM-FPN supernet: every O of Eq. 2 a PC-DARTS MixedOp over ``op_set`` (``1/k`` of
     the channels), ``arch_alpha`` per path per level, ``arch_beta`` per level; the paths read

@@ -211,6 +211,21 @@ def test_fixed_size_export_takes_that_size_only(retinaface, tmp_path):
         detector.detect([np.zeros((70, 90, 3), np.uint8)])
 
 
+def test_a_padding_sensitive_export_is_marked_so_onnx_runs_sizes_apart(
+        normalized_gate_d0, retinaface, tmp_path):
+    model = spread_out(normalized_gate_d0)
+    path = export_onnx(model, tmp_path / "d0.onnx", sample_size=(64, 64))
+    plain = export_onnx(retinaface, tmp_path / "retina.onnx", sample_size=(64, 64))
+    assert OnnxDetector(path).batch_by_size and not OnnxDetector(plain).batch_by_size
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in ((48, 64, 3), (96, 80, 3))]
+    detector = OnnxDetector(path, PostProcess(score_threshold=0.0))
+    for got, alone in zip(detector.detect(images), [detector.detect([im])[0] for im in images]):
+        assert len(got.scores) == len(alone.scores) > 0
+        torch.testing.assert_close(got.boxes, alone.boxes)
+        torch.testing.assert_close(got.scores, alone.scores)
+
+
 def test_int8_export_quantises_the_network_and_keeps_anchors_float(retinaface, tmp_path):
     images = tmp_path / "calibration"
     images.mkdir()

@@ -156,6 +156,22 @@ def test_same_size_images_batch_exactly(retinaface):
         assert torch.allclose(alone.scores, det.scores, atol=1e-6)
 
 
+def test_a_padding_sensitive_model_runs_images_of_different_sizes_one_at_a_time(
+        normalized_gate_d0, retinaface):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in ((48, 64, 3), (96, 80, 3))]
+    detector = Detector(normalized_gate_d0, PostProcess(score_threshold=0.0))
+    assert detector.batch_by_size and not Detector(retinaface).batch_by_size
+    alone = [detector.detect([image])[0] for image in images]
+    for det, single in zip(detector.detect(images), alone):
+        torch.testing.assert_close(det.scores, single.scores)
+        torch.testing.assert_close(det.boxes, single.boxes)
+    detector.batch_by_size = False   # a padded batch: the gate's rms sees the padding
+    padded = detector.detect(images)[0]
+    assert len(padded.scores) != len(alone[0].scores) or not torch.allclose(
+        padded.scores, alone[0].scores, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["retinaface_mnet025", "dsfd_like"])
 def test_reference_detectors_save_and_load(name, tmp_path):
     torch.manual_seed(1)

@@ -22,6 +22,9 @@ onnxscript translation there):
   :func:`detectors.engine.inference.select`, which takes the top k before the floor; both
   suppress at IoU ``>`` the threshold and keep scores ``>`` it. The settings are stored in the file's
   metadata (``asfd_postprocess``), so :class:`OnnxDetector` runs such a file too.
+* A padding-sensitive network (:func:`search_spaces.fpn.padding_sensitive`) is marked in the
+  metadata (``asfd_batch_by_size``), so :class:`OnnxDetector` runs its images of different
+  sizes one at a time, as :class:`~detectors.engine.inference.Detector` does.
 * BatchNorm: the exporter folds every BatchNorm into the conv before it (eval mode), so the
   graph holds no ``BatchNormalization`` node; the heads' per-map norms become per-map conv
   weights.
@@ -51,6 +54,7 @@ from detectors.engine.inference import (
 )
 from detectors.models.box_ops import decode, nms
 from detectors.models.heads import ShotOutput
+from search_spaces.fpn import padding_sensitive
 
 if TYPE_CHECKING:
     from onnxruntime.quantization import CalibrationDataReader
@@ -60,6 +64,8 @@ RAW_OUTPUTS: tuple[str, ...] = ("cls", "reg", "anchors")
 POSTPROCESS_OUTPUTS: tuple[str, ...] = ("detections",)
 #: ONNX metadata key of the post-processing settings inside a detections graph.
 POSTPROCESS_KEY = "asfd_postprocess"
+#: ONNX metadata key marking a padding-sensitive network (value ``"true"``).
+BATCH_BY_SIZE_KEY = "asfd_batch_by_size"
 
 
 def _const(g, values, dtype) -> object:
@@ -184,12 +190,16 @@ def export_onnx(
         torch.onnx.export(graph, (sample,), str(path), dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=list(graph.output_names),
                           dynamic_axes=_dynamic_axes(graph, fixed_size))
+    props = {}
     if graph.postprocess is not None:
+        props[POSTPROCESS_KEY] = json.dumps(asdict(graph.postprocess))
+    if padding_sensitive(model):
+        props[BATCH_BY_SIZE_KEY] = "true"
+    if props:
         import onnx
 
         exported = onnx.load(str(path))
-        onnx.helper.set_model_props(exported, {
-            POSTPROCESS_KEY: json.dumps(asdict(graph.postprocess))})
+        onnx.helper.set_model_props(exported, props)
         onnx.save(exported, str(path))
     return path
 
@@ -388,6 +398,8 @@ class OnnxDetector(DetectorBase):
         super().__init__(postprocess, max_size, scale, max_pixels)
         self.session, self.path = onnx_session(path, threads), path
         self.outputs = tuple(o.name for o in self.session.get_outputs())
+        self.batch_by_size = (self.session.get_modelmeta().custom_metadata_map
+                              .get(BATCH_BY_SIZE_KEY) == "true")
         height, width = self.session.get_inputs()[0].shape[2:]
         self.fixed_size = (height, width) if isinstance(height, int) else None
         if self.outputs == POSTPROCESS_OUTPUTS:

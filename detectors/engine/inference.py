@@ -18,7 +18,10 @@ Batches: images of different sizes are padded right/bottom to the largest height
 the batch with zeros in normalised space (the mean pixel); anchors start at the top-left corner,
 so coordinates are unaffected, and boxes are clipped to each image's own size. Features near the
 padded border see the padding instead of the network's zero padding, so a padded batch matches
-single-image inference up to border effects; same-sized images batch exactly.
+single-image inference up to border effects; same-sized images batch exactly. A model whose
+features depend on the whole map (:func:`search_spaces.fpn.padding_sensitive`: an AutoFEM-FPN
+with the ``normalized`` gate) would see the padding everywhere, so its images of different
+sizes run one at a time (:attr:`DetectorBase.batch_by_size`).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from detectors.evaluation.wider_eval import write_wider_predictions
 from detectors.models.asfd import load_model
 from detectors.models.box_ops import box_iou, decode, nms
 from detectors.models.heads import ShotOutput
+from search_spaces.fpn import padding_sensitive
 
 ImageInput = np.ndarray | Image.Image | str | Path
 
@@ -211,7 +215,12 @@ class DetectorBase:
     images that were downscaled from WIDER's 1024 px back at WIDER's face sizes), then shrunk
     further if its longer side would exceed ``max_size`` (optional); boxes are mapped back to
     the original frame. An image that would still enter the network with more than
-    ``max_pixels`` pixels (``None``: no cap) is refused before it is decoded."""
+    ``max_pixels`` pixels (``None``: no cap) is refused before it is decoded.
+
+    ``batch_by_size``: images of different sizes run one at a time instead of as one padded
+    batch (set by subclasses for a padding-sensitive network, see the module docstring)."""
+
+    batch_by_size: bool = False
 
     def __init__(self, postprocess: PostProcess = PostProcess(),
                  max_size: int | None = None, scale: float = 1.0,
@@ -266,13 +275,19 @@ class DetectorBase:
         if flip:
             inputs = [np.ascontiguousarray(a[:, ::-1]) for a in inputs]
         results = []
-        for s, inp, det in zip(scales, inputs,
-                               self.detect_batch(pad_batch([to_tensor(a) for a in inputs]))):
+        for s, inp, det in zip(scales, inputs, self._network_pass([to_tensor(a) for a in inputs])):
             found = clip_boxes(det.boxes, *inp.shape[:2])
             if flip:
                 found = flip_boxes(found, inp.shape[1])
             results.append(Detections(found / s, det.scores))
         return results
+
+    def _network_pass(self, tensors: list[Tensor]) -> list[Detections]:
+        """:meth:`detect_batch` on the padded batch, or image by image where padding would
+        change a ``batch_by_size`` network's output."""
+        if self.batch_by_size and len({t.shape for t in tensors}) > 1:
+            return [det for t in tensors for det in self.detect_batch(t[None])]
+        return self.detect_batch(pad_batch(tensors))
 
     def detect(self, images: Sequence[ImageInput],
                multiscale: MultiScaleTest | None = None) -> list[Detections]:
@@ -327,6 +342,7 @@ class Detector(DetectorBase):
         super().__init__(postprocess, max_size, scale, max_pixels)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.batch_by_size = padding_sensitive(model)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Detector:
