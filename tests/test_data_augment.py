@@ -8,7 +8,7 @@ from PIL import Image
 
 from detectors.data.augment import (
     AugmentConfig, anchor_sampling_window, augment, centres_inside, crop_resize, drop_small_faces,
-    Photometric, draw_photometric, hflip, letterbox, random_crop_window,
+    Photometric, draw_photometric, hflip, letterbox, random_crop_window, square_crop_window,
 )
 from detectors.data.image import MEAN_PIXEL
 
@@ -65,6 +65,39 @@ def test_random_crop_window_properties():
         assert x1 - x0 >= 0.3 * 80 - 1e-6 and y1 - y0 >= 0.3 * 60 - 1e-6
         assert 0.5 <= (y1 - y0) / (x1 - x0) <= 2
         assert centres_inside(centres, window).any()
+
+
+def test_square_crop_window_is_square_inside_and_keeps_a_face():
+    _, boxes = painted()
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sides = []
+    for seed in range(50):
+        x0, y0, x1, y1 = window = square_crop_window(boxes, (80, 60), np.random.default_rng(seed))
+        assert x1 - x0 == pytest.approx(y1 - y0)
+        assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60
+        assert 0.3 * 60 - 1e-6 <= x1 - x0 <= 60 + 1e-6
+        assert centres_inside(centres, window).any()
+        sides.append(x1 - x0)
+    assert np.ptp(sides) > 20  # the side is drawn, not fixed
+
+
+def test_square_crop_window_falls_back_to_a_short_side_square_around_a_face():
+    boxes = np.array([[70, 2, 78, 10]], dtype=np.float32)  # one face in a corner
+    window = square_crop_window(boxes, (80, 60), np.random.default_rng(0), trials=0)
+    assert window == pytest.approx((20.0, 0.0, 80.0, 60.0))
+    assert square_crop_window(np.zeros((0, 4), np.float32), (80, 60), np.random.default_rng(0),
+                              trials=0) == pytest.approx((10.0, 0.0, 70.0, 60.0))
+
+
+def test_augment_with_crop_square_keeps_the_faces_aspect():
+    image = np.zeros((600, 900, 3), dtype=np.uint8)
+    boxes = np.array([[400, 250, 460, 330]], dtype=np.float32)  # 3:4 face
+    cfg = AugmentConfig(crop_square=True, anchor_sampling_p=0.0, min_face=0.0)
+    for seed in range(20):
+        _, out, _ = augment(image, boxes, np.random.default_rng(seed), 160, cfg)
+        inside = out[(out[:, 0] > 0) & (out[:, 2] < 160) & (out[:, 1] > 0) & (out[:, 3] < 160)]
+        for x0, y0, x1, y1 in inside:  # faces not clipped by the window keep 3:4
+            assert (y1 - y0) / (x1 - x0) == pytest.approx(4 / 3, rel=1e-3)
 
 
 @pytest.mark.parametrize("face", [4.0, 30.0, 300.0])

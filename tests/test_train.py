@@ -383,10 +383,11 @@ def test_augmentation_settings_reach_the_training_data_and_the_recorded_config(s
     from detectors.data.augment import AugmentConfig
     from detectors.engine.trainer import Trainer
 
-    overrides = ("data.augment.crop_min_scale=0.15", "data.augment.anchor_scales=[16, 64]")
+    overrides = ("data.augment.crop_min_scale=0.15", "data.augment.anchor_scales=[16, 64]",
+                 "data.augment.crop_square=true")
     trainer = Trainer(tiny_config(synthetic, *overrides), tmp_path / "run", resume=False,
                       callback=None)
-    expected = AugmentConfig(crop_min_scale=0.15, anchor_scales=(16, 64))
+    expected = AugmentConfig(crop_min_scale=0.15, anchor_scales=(16, 64), crop_square=True)
     assert trainer.loader.dataset.augment_config == expected
     assert load_config(tmp_path / "run" / "config.yaml").data.augment == expected
 

@@ -5,7 +5,8 @@ boxes and returns new ones, drawing randomness only from the ``numpy.random.Gene
 The pipeline (:func:`augment`):
 
 1. a crop window: with p = 0.5 *data-anchor-sampling* (PyramidBox, Sec. 3.3), otherwise an SSD
-   random crop;
+   random crop (or, with ``crop_square``, a square one: scale jitter without the SSD crop's
+   aspect distortion, as RetinaFace crops);
 2. that window resized to the square training size with a random interpolation;
 3. photometric distortion: brightness, contrast, saturation, hue, each with p = 0.5, contrast
    first or last at random (PyramidBox ``distort_image``). DSFD distorts the whole image before
@@ -45,6 +46,7 @@ class AugmentConfig:
     ``brightness``/``contrast``/``saturation`` are the half-ranges of multiplicative factors
     around 1 (PIL ``ImageEnhance``, as PyramidBox/DSFD), ``hue_degrees`` the half-range of the
     hue shift. ``anchor_scales`` are the anchor sizes data-anchor-sampling draws targets from.
+    ``crop_square`` swaps the SSD crop for :func:`square_crop_window` (same ``crop_min_scale``).
     """
 
     min_face: float = 6.0
@@ -57,6 +59,7 @@ class AugmentConfig:
     anchor_scales: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     crop_min_scale: float = 0.3
     crop_trials: int = 50
+    crop_square: bool = False
     flip_p: float = 0.5
 
 
@@ -158,6 +161,30 @@ def random_crop_window(
     return 0.0, 0.0, float(width), float(height)
 
 
+def square_crop_window(
+    boxes: np.ndarray, image_size: tuple[int, int], rng: np.random.Generator,
+    min_scale: float = 0.3, trials: int = 50,
+) -> Window:
+    """A square window with side uniform in ``[min_scale, 1]`` of the image's shorter side,
+    keeping at least one face centre when there are faces. Resized to the square training size,
+    faces keep their aspect ratio, which the SSD crop stretches up to 2x (RetinaFace crops
+    squares from a fixed scale set; a continuous range is our choice). After ``trials`` misses:
+    the shorter-side square around a random face centre (or the image's centre)."""
+    width, height = image_size
+    short = min(width, height)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    for _ in range(trials):
+        side = rng.uniform(min_scale, 1.0) * short
+        x0, y0 = rng.uniform(0, width - side), rng.uniform(0, height - side)
+        window = (x0, y0, x0 + side, y0 + side)
+        if len(boxes) == 0 or centres_inside(centres, window).any():
+            return window
+    cx, cy = centres[rng.integers(len(centres))] if len(boxes) else (width / 2, height / 2)
+    x0 = float(np.clip(cx - short / 2, 0, width - short))
+    y0 = float(np.clip(cy - short / 2, 0, height - short))
+    return x0, y0, x0 + short, y0 + short
+
+
 def centres_inside(centres: np.ndarray, window: Window) -> np.ndarray:
     x0, y0, x1, y1 = window
     return (centres[:, 0] > x0) & (centres[:, 0] < x1) & (centres[:, 1] > y0) & (centres[:, 1] < y1)
@@ -226,7 +253,8 @@ def augment(
     if len(boxes) and rng.random() < cfg.anchor_sampling_p:
         window = anchor_sampling_window(boxes, image_size, rng, size, cfg.anchor_scales)
     else:
-        window = random_crop_window(boxes, image_size, rng, cfg.crop_min_scale, cfg.crop_trials)
+        crop = square_crop_window if cfg.crop_square else random_crop_window
+        window = crop(boxes, image_size, rng, cfg.crop_min_scale, cfg.crop_trials)
     resample = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
     image, boxes = crop_resize(image, boxes, window, (size, size), resample)
     photometric = draw_photometric(rng, cfg)
