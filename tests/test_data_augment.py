@@ -93,11 +93,14 @@ def test_augment_with_crop_square_keeps_the_faces_aspect():
     image = np.zeros((600, 900, 3), dtype=np.uint8)
     boxes = np.array([[400, 250, 460, 330]], dtype=np.float32)  # 3:4 face
     cfg = AugmentConfig(crop_square=True, anchor_sampling_p=0.0, min_face=0.0)
+    checked = 0
     for seed in range(20):
         _, out, _ = augment(image, boxes, np.random.default_rng(seed), 160, cfg)
         inside = out[(out[:, 0] > 0) & (out[:, 2] < 160) & (out[:, 1] > 0) & (out[:, 3] < 160)]
         for x0, y0, x1, y1 in inside:  # faces not clipped by the window keep 3:4
             assert (y1 - y0) / (x1 - x0) == pytest.approx(4 / 3, rel=1e-3)
+            checked += 1
+    assert checked >= 10  # most draws keep the face whole (the SSD crop stretches all of them)
 
 
 @pytest.mark.parametrize("face", [4.0, 30.0, 300.0])
