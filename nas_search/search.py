@@ -42,8 +42,8 @@ from nas_search.gumbel import linear_temperature
 from nas_search.mixed_op import MixedOp
 from nas_search.runtime import (
     NonFiniteLossError, atomic_path, available_device, dataclass_from_dict, load_checkpoint,
-    rank, refuse_changes, rng_state, save_checkpoint, seed_everything, set_rng_state,
-    use_fast_conv_backward, world_size,
+    rank, refuse_changes, retain_freed_memory, rng_state, save_checkpoint, seed_everything,
+    set_rng_state, use_fast_conv_backward, world_size,
 )
 from nas_search.strategies import validate_for_strategy
 from nas_search.supernet import Supernet
@@ -203,8 +203,11 @@ def search(task: SearchTask, config: SearchConfig, run_dir: str | os.PathLike,
 def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _Run:
     """Seed, build the supernet and optimisers; restore ``checkpoint`` when given."""
     seed_everything(config.seed)
-    model = task.build_supernet().to(available_device(config.device))
+    device = available_device(config.device)
+    model = task.build_supernet().to(device)
     use_fast_conv_backward(model)
+    if device.type == "cpu":
+        retain_freed_memory()
     gumbel = torch.Generator().manual_seed(
         int(np.random.SeedSequence([config.seed, _GUMBEL_STREAM]).generate_state(1)[0]))
     model.set_gumbel_generator(gumbel)

@@ -23,7 +23,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nas_search.runtime import DistContext, cpu_threads, rank, resolve_device
+from nas_search.runtime import (DistContext, cpu_threads, rank, resolve_device,
+                                retain_freed_memory)
 
 
 # ----------------------------------------------------------------------------- training
@@ -47,12 +48,14 @@ class TrainProcess:
     @classmethod
     def join(cls, device: str, threads: int) -> TrainProcess:
         """Resolve ``device`` for this rank, join the process group under ``torchrun``, and set
-        the CPU threads (``threads``; 0: this rank's share of the cores)."""
+        the CPU threads (``threads``; 0: this rank's share of the cores) and, on a CPU, glibc's
+        malloc to keep the memory a step frees (:func:`retain_freed_memory`)."""
         ctx = DistContext.current()
         resolved = resolve_device(device, ctx)
         init_process_group(ctx, resolved)
         if resolved.type == "cpu":
             torch.set_num_threads(cpu_threads(threads, ctx))
+            retain_freed_memory()
         return cls(ctx, resolved)
 
     def sync_batchnorm(self, model: nn.Module) -> nn.Module:

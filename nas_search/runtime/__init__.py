@@ -6,6 +6,7 @@
 - :mod:`~nas_search.runtime.config`: the typed YAML config loader;
 - :mod:`~nas_search.runtime.memory`: the activation-memory meter;
 - :mod:`~nas_search.runtime.conv_backward`: a faster CPU backward for convolutions;
+- :mod:`~nas_search.runtime.allocator`: glibc malloc settings that keep freed step memory;
 - :mod:`~nas_search.runtime.errors`: :class:`NonFiniteLossError`;
 - :mod:`~nas_search.runtime.lazy`: package re-exports imported on first use.
 
@@ -14,6 +15,7 @@ The names below import on first use, so that the config loader needs no torch.
 from nas_search.runtime.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
+    "allocator": ("retain_freed_memory",),
     "checkpoint": ("NUMPY_ARRAY_GLOBALS", "CheckpointError", "atomic_path", "load_checkpoint",
                    "save_checkpoint"),
     "conv_backward": ("FastBackwardConv2d", "use_fast_conv_backward"),
