@@ -204,10 +204,10 @@ def _start(task: SearchTask, config: SearchConfig, checkpoint: Path | None) -> _
     """Seed, build the supernet and optimisers; restore ``checkpoint`` when given."""
     seed_everything(config.seed)
     device = available_device(config.device)
+    if device.type == "cpu":
+        retain_freed_memory()       # before the build, as TrainProcess.join does
     model = task.build_supernet().to(device)
     use_fast_conv_backward(model)
-    if device.type == "cpu":
-        retain_freed_memory()
     gumbel = torch.Generator().manual_seed(
         int(np.random.SeedSequence([config.seed, _GUMBEL_STREAM]).generate_state(1)[0]))
     model.set_gumbel_generator(gumbel)

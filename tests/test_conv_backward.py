@@ -5,7 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+import torch.nn.functional as F
+
 from nas_search.runtime import FastBackwardConv2d, use_fast_conv_backward
+from nas_search.runtime.conv_backward import phases, splits_phases
 
 CL, NCHW = torch.channels_last, torch.contiguous_format
 
@@ -15,6 +18,9 @@ CL, NCHW = torch.channels_last, torch.contiguous_format
     (8, 8, 5, 1, 4, 2, 8, True, CL),              # dilated 5x5 depthwise, with bias
     (8, 8, 3, 1, 3, 3, 8, False, NCHW),           # dilated 3x3 depthwise, NCHW
     (8, 8, (3, 5), 1, (1, 2), 1, 8, True, NCHW),  # non-square kernel
+    (6, 4, 3, 1, 0, 2, 1, False, CL),             # dense dilated, unpadded: phase weight grad
+    (8, 8, (3, 5), 1, (2, 6), (2, 3), 8, False, CL),  # per-axis dilation: phases 2 x 3
+    (8, 8, 3, 1, 3, 2, 8, False, CL),             # padding not a whole dilation step: native
     (8, 8, 3, 1, 0, 1, 8, False, CL),             # no padding
     (16, 4, 1, 1, 0, 1, 1, True, CL),             # narrow pointwise: GEMM weight gradient
     (16, 4, 1, 1, 0, 1, 1, True, NCHW),           # the same on NCHW rows: native
@@ -67,3 +73,28 @@ def test_a_conv_no_fast_path_serves_keeps_the_native_node():
     x = torch.randn(2, 8, 6, 6, requires_grad=True)
     assert "ConvolutionBackward" in type(conv(x).grad_fn).__name__
     assert "ConvFastBackward" in type(dw(x).grad_fn).__name__
+
+
+@pytest.mark.parametrize("dilation, size", [((2, 2), (11, 13)), ((3, 2), (9, 8)), ((2, 3), (4, 4))])
+def test_a_dilated_conv_is_the_undilated_conv_over_its_phases(dilation, size):
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 3, *size, dtype=torch.double), torch.randn(3, 1, 3, 3).double()
+    padding = dilation                                  # one dilation step: "same" at 3x3
+    dilated = F.conv2d(x, weight, None, 1, padding, dilation, 3)
+    per_phase = F.conv2d(phases(x, dilation), weight, None, 1, 1, 1, 3)
+    dh, dw = dilation
+    hp, wp = per_phase.shape[-2:]
+    for a in range(dh):
+        for b in range(dw):
+            block = per_phase[(a * dw + b) * 2:(a * dw + b + 1) * 2]   # phase (a, b), both images
+            rows, cols = len(range(a, size[0], dh)), len(range(b, size[1], dw))
+            assert (hp, wp) == (-(-size[0] // dh), -(-size[1] // dw))
+            torch.testing.assert_close(block[..., :rows, :cols], dilated[..., a::dh, b::dw])
+    assert phases(x, dilation).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_phase_path_only_for_stride_one_and_whole_dilation_steps():
+    assert splits_phases((1, 1), (2, 4), (2, 2))
+    assert not splits_phases((1, 1), (1, 1), (1, 1))      # undilated
+    assert not splits_phases((2, 2), (2, 2), (2, 2))      # strided
+    assert not splits_phases((1, 1), (3, 2), (2, 2))      # 3 is not a whole step of 2

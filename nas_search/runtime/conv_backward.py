@@ -9,6 +9,9 @@ speed on the CPU"). :class:`FastBackwardConv2d` computes the same three gradient
 - input, depthwise with stride 1: the forward conv with the kernel flipped (a transposed conv
   with stride 1 is a conv), ~10x faster than the native path;
 - weight, 1x1 with stride 1, one group, few outputs and NHWC input: one GEMM over its rows;
+- weight, dilated with stride 1: the undilated kernel's gradient over the ``d x d`` phases of
+  the map stacked along the batch (space-to-batch, as atrous convs were first computed), ~4x
+  faster than oneDNN's dilated depthwise weight gradient;
 - bias: a sum over the NHWC rows;
 - everything else: the native kernel, asked for that one gradient; a conv that none of
   these paths serves keeps the native autograd node (:func:`pays`).
@@ -89,6 +92,26 @@ def gemm_weight_grad(x: Tensor, weight: Tensor, stride: tuple[int, int],
             and x.is_contiguous(memory_format=torch.channels_last))
 
 
+def splits_phases(stride: tuple[int, int], padding: tuple[int, int],
+                  dilation: tuple[int, int]) -> bool:
+    """Whether the weight gradient is taken over the dilation's phases (:func:`phases`): a
+    dilated conv with stride 1 whose padding is a whole number of dilation steps."""
+    return (dilation != (1, 1) and stride == (1, 1)
+            and all(p % d == 0 for p, d in zip(padding, dilation)))
+
+
+def phases(t: Tensor, dilation: tuple[int, int]) -> Tensor:
+    """Space-to-batch: ``t`` (N, C, H, W), zero-padded at the bottom and right to multiples of
+    the dilation (dh, dw), as its dh * dw phases ``t[..., a::dh, b::dw]`` stacked along the
+    batch, phase-major; channels-last, one copy. A conv with dilation d over ``t`` is the
+    undilated conv over each phase."""
+    (n, c, h, w), (dh, dw) = t.shape, dilation
+    hp, wp = -(-h // dh), -(-w // dw)
+    rows = F.pad(t.permute(0, 2, 3, 1), (0, 0, 0, wp * dw - w, 0, hp * dh - h))
+    rows = rows.reshape(n, hp, dh, wp, dw, c).permute(2, 4, 0, 1, 3, 5)
+    return rows.reshape(dh * dw * n, hp, wp, c).permute(0, 3, 1, 2)
+
+
 def input_grad(grad: Tensor, x: Tensor, weight: Tensor, stride: tuple[int, int],
                padding: tuple[int, int], dilation: tuple[int, int], groups: int) -> Tensor:
     """d loss / d input of ``conv2d(x, weight)`` given d loss / d output ``grad``."""
@@ -105,6 +128,10 @@ def weight_grad(grad: Tensor, x: Tensor, weight: Tensor, stride: tuple[int, int]
         rows_g = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
         rows_x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
         return (rows_g.t() @ rows_x).view_as(weight)
+    if splits_phases(stride, padding, dilation):
+        undilated = tuple(p // d for p, d in zip(padding, dilation))
+        return _native(phases(grad, dilation), phases(x, dilation), weight, stride, undilated,
+                       (1, 1), groups, 1)
     return _native(grad, x, weight, stride, padding, dilation, groups, 1)
 
 
@@ -115,6 +142,7 @@ def pays(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int]
     convs took 194 ms a step through it, 167 ms natively)."""
     return (flips(x, weight, stride, padding, dilation, groups) is not None
             or gemm_weight_grad(x, weight, stride, padding, groups)
+            or splits_phases(stride, padding, dilation)
             or (bias is not None and x.is_contiguous(memory_format=torch.channels_last)))
 
 
