@@ -265,6 +265,28 @@ def test_resume_continues_where_the_time_budget_stopped(synthetic, tmp_path):
         assert {**first, **rest}[it] == pytest.approx(straight[it], rel=1e-5), it
 
 
+def test_weight_average_is_shipped_and_resumed(synthetic, tmp_path):
+    """With ``optim.ema_decay`` the run ships the average (``model.pt``, the returned model),
+    keeps the raw weights and the average in ``last.pt``, and a resumed run ends with the same
+    average as an uninterrupted one."""
+    ema = ("schedule.epochs=2", "optim.ema_decay=0.9")
+    straight, _ = run_and_record(tiny_config(synthetic, *ema), tmp_path / "a")
+    state = torch.load(tmp_path / "a" / STATE_FILE, weights_only=False)
+    shipped = load_model(tmp_path / "a" / MODEL_FILE).state_dict()
+    average = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    assert int(state["ema"]["n_averaged"]) == 4
+    assert all(torch.equal(shipped[k], average[k]) for k in shipped)
+    assert all(torch.equal(v, shipped[k]) for k, v in straight.model.state_dict().items())
+    weights = [k for k, v in shipped.items() if k.endswith(".weight")]
+    assert any(not torch.equal(state["model"][k], shipped[k]) for k in weights)  # raw kept
+    run_and_record(tiny_config(synthetic, *ema, "run.max_minutes=0"), tmp_path / "b")
+    run_and_record(tiny_config(synthetic, *ema), tmp_path / "b", resume=True,
+                   allow_changes=["run.max_minutes"])
+    resumed = load_model(tmp_path / "b" / MODEL_FILE).state_dict()
+    for key, value in shipped.items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
 def test_resume_refuses_changed_settings_unless_allowed(synthetic, tmp_path):
     train(tiny_config(synthetic, "schedule.epochs=1"), tmp_path)
     changed = tiny_config(synthetic, "schedule.epochs=1", "model.options={width: 8}",

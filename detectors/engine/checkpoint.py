@@ -1,8 +1,9 @@
 """A training run's folder: ``config.yaml``, the training state ``last.pt`` and the detector
 ``model.pt`` (rank 0 writes; ``.pt`` files atomically), and the rules of resuming.
 
-``last.pt`` holds the model, optimizer and grad scaler states, the :class:`Progress` counters
-and the RNG states. A resumed run rebuilds the network that ``model.pt`` records and keeps the
+``last.pt`` holds the model, optimizer and grad scaler states (and the weights' moving average
+where ``optim.ema_decay`` keeps one), the :class:`Progress` counters and the RNG states;
+``model.pt`` is the detector the run ships: the moving average where there is one. A resumed run rebuilds the network that ``model.pt`` records and keeps the
 settings stored in ``last.pt`` (a changed one is an error naming it, but for
 :data:`RESUME_FREE` and the :data:`RESUME_ALLOWABLE` ones the caller allows); both are read
 with ``torch.load(weights_only=True)``: a crafted file cannot run code.
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from detectors.engine.config import TrainConfig
 from detectors.models.asfd import load_model, save_model
@@ -55,6 +57,12 @@ class TrainState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    ema: AveragedModel | None = None
+
+    @property
+    def shipped(self) -> nn.Module:
+        """The detector ``model.pt`` holds and evaluation scores: the average, if kept."""
+        return self.model if self.ema is None else self.ema.module
 
 
 class RunFolder:
@@ -119,6 +127,8 @@ class RunFolder:
         into.model.load_state_dict(state["model"])
         into.optimizer.load_state_dict(state["optimizer"])
         into.scaler.load_state_dict(state["scaler"])
+        if into.ema is not None:
+            into.ema.load_state_dict(state["ema"])
         progress = Progress(**state["progress"])
         set_rng_state(state["rng"])
         return progress
@@ -129,12 +139,14 @@ class RunFolder:
         which writes nothing)."""
         if not self.writes:
             return None
-        save_model(of.model, self.model_path,
+        save_model(of.shipped, self.model_path,
                    extra={"epoch": progress.epoch, "iteration": progress.iteration,
                           "metrics": progress.metrics})
         save_checkpoint({"format": STATE_FORMAT, "config": self.config.to_dict(),
                          "model": of.model.state_dict(),
                          "optimizer": of.optimizer.state_dict(),
                          "scaler": of.scaler.state_dict(), "progress": vars(progress),
-                         "rng": rng_state()}, self.state_path)
+                         "rng": rng_state(),
+                         **({} if of.ema is None else {"ema": of.ema.state_dict()})},
+                        self.state_path)
         return self.state_path

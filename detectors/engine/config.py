@@ -68,13 +68,16 @@ class OptimConfig:
     scratch: it scales each step by the gradient's running magnitude, which differs widely
     between ASFD-D0 and the RetinaFace-style baseline (README, "Learning probe"), so one learning
     rate serves both. ``lr`` is the rate after warm-up; ``grad_clip`` the max global L2
-    norm (0 disables; our choice, it keeps from-scratch training of tiny models stable)."""
+    norm (0 disables; our choice, it keeps from-scratch training of tiny models stable).
+    ``ema_decay`` > 0 ships a moving average of the weights with that decay instead of the last
+    weights (:mod:`detectors.engine.ema`); 0 disables it."""
 
     name: OptimizerName = "sgd"
     lr: float = 0.015
     momentum: float = 0.9
     weight_decay: float = 5e-4
     grad_clip: float = 10.0
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -191,7 +194,7 @@ RANGES: dict[str, Rule] = {
     "data.augment.anchor_sampling_p": within(0, 1), "data.augment.crop_min_scale": within(0.01, 1),
     "data.augment.crop_trials": at_least(1), "data.augment.flip_p": within(0, 1),
     "optim.lr": above(0), "optim.momentum": within(0, 1), "optim.weight_decay": at_least(0),
-    "optim.grad_clip": at_least(0),
+    "optim.grad_clip": at_least(0), "optim.ema_decay": within(0, 0.99999),
     "schedule.epochs": at_least(1), "schedule.gamma": above(0),
     "schedule.warmup_iters": at_least(0), "schedule.warmup_start_lr": at_least(0),
     "schedule.min_lr_ratio": within(0, 1),

@@ -43,6 +43,7 @@ from detectors.data.sources import load_samples
 from detectors.engine.checkpoint import Progress, RunFolder, TrainState
 from detectors.engine.config import EvalConfig, ModelConfig, TrainConfig
 from detectors.engine.distributed import TrainProcess
+from detectors.engine.ema import weight_ema
 from detectors.engine.evaluate import evaluation_set, evaluate_detector
 from detectors.engine.inference import Detector, PostProcess
 from detectors.engine.reporting import METRICS_FILE, EventKind, MetricsLog, Reporter, TrainEvent
@@ -162,6 +163,7 @@ class Trainer:
         self.loss = build_loss(config.loss.name, **config.loss.params)
         self.optimizer = build_optimizer(self.model.parameters(), config.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.ema = weight_ema(self.model, config.optim.ema_decay) if config.optim.ema_decay else None
 
         if not config.data.train:
             raise ValueError("config: data.train lists no folder to train on")
@@ -189,7 +191,7 @@ class Trainer:
 
     @property
     def train_state(self) -> TrainState:
-        return TrainState(self.model, self.optimizer, self.scaler)
+        return TrainState(self.model, self.optimizer, self.scaler, self.ema)
 
     def _emit(self, kind: EventKind, **fields: Any) -> None:
         self.report.emit(kind, self.progress, **fields)
@@ -205,7 +207,7 @@ class Trainer:
         if self.eval_set is None:
             return {}
         cfg: EvalConfig = self.config.eval
-        detector = Detector(self.model, PostProcess(score_threshold=cfg.score_threshold),
+        detector = Detector(self.train_state.shipped, PostProcess(score_threshold=cfg.score_threshold),
                             max_size=cfg.max_size, device=self.device, scale=cfg.scale)
         try:
             metrics = evaluate_detector(detector, self.eval_set).ap()
@@ -273,6 +275,8 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 p.iteration += 1
                 p.batch += 1
                 window_images += len(batch.images) * self.process.ctx.world_size
@@ -301,7 +305,7 @@ class Trainer:
         if self.evaluate():
             self.save()
         self._emit("end", metrics=p.metrics, message=stopped)
-        return TrainResult(self.model, self.folder.out_dir, p, stopped)
+        return TrainResult(self.train_state.shipped, self.folder.out_dir, p, stopped)
 
 
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False,
