@@ -3,7 +3,8 @@
 
 ``last.pt`` holds the model, optimizer and grad scaler states (and the weights' moving average
 where ``optim.ema_decay`` keeps one), the :class:`Progress` counters and the RNG states;
-``model.pt`` is the detector the run ships: the moving average where there is one. A resumed run rebuilds the network that ``model.pt`` records and keeps the
+``model.pt`` is the detector the run ships: the moving average where there is one. A resumed
+run rebuilds the network that ``model.pt`` records and keeps the
 settings stored in ``last.pt`` (a changed one is an error naming it, but for
 :data:`RESUME_FREE` and the :data:`RESUME_ALLOWABLE` ones the caller allows); both are read
 with ``torch.load(weights_only=True)``: a crafted file cannot run code.

@@ -163,7 +163,8 @@ class Trainer:
         self.loss = build_loss(config.loss.name, **config.loss.params)
         self.optimizer = build_optimizer(self.model.parameters(), config.optim)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        self.ema = weight_ema(self.model, config.optim.ema_decay) if config.optim.ema_decay else None
+        self.ema = (weight_ema(self.model, config.optim.ema_decay)
+                    if config.optim.ema_decay else None)
 
         if not config.data.train:
             raise ValueError("config: data.train lists no folder to train on")
@@ -207,7 +208,8 @@ class Trainer:
         if self.eval_set is None:
             return {}
         cfg: EvalConfig = self.config.eval
-        detector = Detector(self.train_state.shipped, PostProcess(score_threshold=cfg.score_threshold),
+        detector = Detector(self.train_state.shipped,
+                            PostProcess(score_threshold=cfg.score_threshold),
                             max_size=cfg.max_size, device=self.device, scale=cfg.scale)
         try:
             metrics = evaluate_detector(detector, self.eval_set).ap()
