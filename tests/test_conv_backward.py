@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from nas_search.runtime import FastBackwardConv2d, use_fast_conv_backward
 from nas_search.runtime.conv_backward import phases, splits_phases
@@ -75,7 +74,8 @@ def test_a_conv_no_fast_path_serves_keeps_the_native_node():
     assert "ConvFastBackward" in type(dw(x).grad_fn).__name__
 
 
-@pytest.mark.parametrize("dilation, size", [((2, 2), (11, 13)), ((3, 2), (9, 8)), ((2, 3), (4, 4))])
+@pytest.mark.parametrize("dilation, size",
+                         [((2, 2), (11, 13)), ((3, 2), (9, 8)), ((2, 3), (4, 4))])
 def test_a_dilated_conv_is_the_undilated_conv_over_its_phases(dilation, size):
     torch.manual_seed(0)
     x, weight = torch.randn(2, 3, *size, dtype=torch.double), torch.randn(3, 1, 3, 3).double()
@@ -83,12 +83,11 @@ def test_a_dilated_conv_is_the_undilated_conv_over_its_phases(dilation, size):
     dilated = F.conv2d(x, weight, None, 1, padding, dilation, 3)
     per_phase = F.conv2d(phases(x, dilation), weight, None, 1, 1, 1, 3)
     dh, dw = dilation
-    hp, wp = per_phase.shape[-2:]
+    assert per_phase.shape[-2:] == (-(-size[0] // dh), -(-size[1] // dw))
     for a in range(dh):
         for b in range(dw):
             block = per_phase[(a * dw + b) * 2:(a * dw + b + 1) * 2]   # phase (a, b), both images
             rows, cols = len(range(a, size[0], dh)), len(range(b, size[1], dw))
-            assert (hp, wp) == (-(-size[0] // dh), -(-size[1] // dw))
             torch.testing.assert_close(block[..., :rows, :cols], dilated[..., a::dh, b::dw])
     assert phases(x, dilation).is_contiguous(memory_format=torch.channels_last)
 
